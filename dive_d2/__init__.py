@@ -1,0 +1,11 @@
+"""DIVE generative object detection as a Detectron2 plugin.
+
+Importing the package registers everything it adds to Detectron2: the synthetic benchmarks
+(``dive_shapes_*``, ``dive_digits_*``) in the DatasetCatalog.
+"""
+
+from . import data  # noqa: F401  (registers the benchmarks)
+from .config import add_dive_config
+
+__all__ = ["add_dive_config"]
+__version__ = "0.1.0"

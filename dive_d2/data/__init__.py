@@ -1,0 +1,30 @@
+"""Datasets: the synthetic benchmarks, COCO json input/output, and user COCO data from config keys."""
+
+from .benchmarks import BENCHMARK_SPLITS, dataset_root, ensure_split_on_disk, register_benchmarks
+from .coco_io import load_coco_dataset_dicts, write_coco_dataset
+from .from_config import (
+    model_class_names,
+    prepare_datasets_from_config,
+    register_coco_json,
+    register_first_images,
+    register_user_coco_datasets,
+)
+from .synthetic import DIGITS_CLASSES, SHAPES_CLASSES
+
+register_benchmarks()
+
+__all__ = [
+    "BENCHMARK_SPLITS",
+    "DIGITS_CLASSES",
+    "SHAPES_CLASSES",
+    "dataset_root",
+    "ensure_split_on_disk",
+    "load_coco_dataset_dicts",
+    "model_class_names",
+    "prepare_datasets_from_config",
+    "register_benchmarks",
+    "register_coco_json",
+    "register_first_images",
+    "register_user_coco_datasets",
+    "write_coco_dataset",
+]

@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Train or evaluate any dive_d2 config with Detectron2's DefaultTrainer and COCOEvaluator.
+
+    python tools/train_net.py --config-file configs/shapes/faster_rcnn_R18_FPN.yaml
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS path/to/model.pth
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS ... \
+        DATASETS.COCO_TEST.JSON my.json DATASETS.COCO_TEST.IMAGES my_images/
+"""
+
+import json
+import os
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+
+import dive_d2  # noqa: F401  (registers datasets and models)
+from dive_d2 import add_dive_config
+from dive_d2.data import prepare_datasets_from_config
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer whose evaluator is COCOEvaluator (bounding boxes) for every test dataset."""
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_dive_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    prepare_datasets_from_config(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
+                json.dump(results, f, indent=2)
+        return results
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
