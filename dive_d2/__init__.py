@@ -1,10 +1,11 @@
 """DIVE generative object detection as a Detectron2 plugin.
 
 Importing the package registers everything it adds to Detectron2: the synthetic benchmarks
-(``dive_shapes_*``, ``dive_digits_*``) in the DatasetCatalog.
+(``dive_shapes_*``, ``dive_digits_*``) in the DatasetCatalog and the baseline backbone in
+BACKBONE_REGISTRY.
 """
 
-from . import data  # noqa: F401  (registers the benchmarks)
+from . import data, modeling  # noqa: F401  (registration happens on import)
 from .config import add_dive_config
 
 __all__ = ["add_dive_config"]

@@ -1,0 +1,22 @@
+"""Shared test helpers: loading tools/train_net.py and building configs the way it does."""
+
+import importlib.util
+import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_train_net():
+    """tools/train_net.py as a module (tools/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO_ROOT, "tools", "train_net.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def setup_cfg(config_file: str, *opts: str, output_dir: str):
+    """The config ``tools/train_net.py`` would build for ``--config-file config_file opts...``."""
+    train_net = load_train_net()
+    args = train_net.default_argument_parser().parse_args(
+        ["--config-file", config_file, *opts, "OUTPUT_DIR", output_dir])
+    return train_net, train_net.setup(args)
