@@ -21,10 +21,15 @@ from detectron2.utils import comm
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2 import add_dive_config
 from dive_d2.data import prepare_datasets_from_config
+from dive_d2.solver import build_optimizer
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer whose evaluator is COCOEvaluator (bounding boxes) for every test dataset."""
+    """DefaultTrainer with COCOEvaluator (bounding boxes) and the optimizer chosen by SOLVER.OPTIMIZER."""
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -1,5 +1,17 @@
 """Models: the DIVE meta-architecture and its parts, and the Faster R-CNN baseline's backbone."""
 
 from .baseline_backbone import build_truncated_resnet_fpn_backbone
+from .denoising import denoising_error
+from .first_stage import FirstStage
+from .layout_encoder import LayoutEncoderModel
+from .layout_prior import LayoutPriorTransformer
+from .meta_arch import DIVE
 
-__all__ = ["build_truncated_resnet_fpn_backbone"]
+__all__ = [
+    "DIVE",
+    "FirstStage",
+    "LayoutEncoderModel",
+    "LayoutPriorTransformer",
+    "build_truncated_resnet_fpn_backbone",
+    "denoising_error",
+]

@@ -1,0 +1,36 @@
+"""The denoising error: the training loss of both diffusion models and the objective DIVE inverts.
+
+One function serves p(x|y) (noise predictor = UNet given a layout context) and p(y) (noise predictor = the
+layout prior), in training and in inversion, so the ELBO surrogate is written exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from diffusers import SchedulerMixin
+
+
+def denoising_error(
+    predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    clean: torch.Tensor,
+    timesteps: torch.Tensor,
+    noise: torch.Tensor,
+    scheduler: SchedulerMixin,
+) -> torch.Tensor:
+    """Per-sample epsilon-prediction error ||eps - eps_model(x_t, t)||^2, averaged over elements.
+
+    Args:
+        predict_noise: maps (x_t, t) to predicted noise of x_t's shape.
+        clean: (B, ...) clean samples x_0 (latents, or normalised layout embeddings).
+        timesteps: (B,) int64 diffusion timesteps in [0, num_train_timesteps).
+        noise: (B, ...) Gaussian noise, the same shape as ``clean``.
+        scheduler: a diffusers scheduler; its ``add_noise`` makes x_t from (x_0, noise, t).
+
+    Returns:
+        (B,) float, the mean squared error of each sample.
+    """
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    error = (predict_noise(noisy, timesteps) - noise) ** 2
+    return error.flatten(1).mean(dim=1)

@@ -1,0 +1,94 @@
+"""The condition side of p(x|y): the layout vocabulary table and the transformer that reads a layout.
+
+``LayoutEncoderModel`` owns the one embedding table (vocab_size x width) shared by class, corner and
+``none`` tokens (token ids as in ``dive_d2.layout.LayoutTokenizer``). Inversion snaps to this table.
+Its corner rows are either free parameters, as in LDM (``coordinate_embedding="free"``), or a learned
+linear map of sin/cos features of each grid point's normalised (x, y) (``"fourier"``). The latter makes
+neighbouring cells similar by construction, which the project's probes found makes the denoising error a
+much better guide to box positions.
+
+The transformer reads token *embeddings*, not ids, so the same forward serves training (embeddings of
+real tokens) and inversion (optimised, snapped embeddings).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+
+def fourier_features(points: torch.Tensor, num_frequencies: int) -> torch.Tensor:
+    """sin/cos features of normalised 2-D points.
+
+    Args:
+        points: (P, 2) coordinates in [0, 1].
+        num_frequencies: F; frequencies pi * 2**k for k < F (the finest has a period of 2 / 2**(F-1)).
+
+    Returns:
+        (P, 2 + 4F): the points themselves, then sin and cos of each coordinate at each frequency.
+    """
+    frequencies = math.pi * 2.0 ** torch.arange(num_frequencies, dtype=points.dtype, device=points.device)
+    angles = points[:, :, None] * frequencies  # (P, 2, F)
+    return torch.cat([points, angles.sin().flatten(1), angles.cos().flatten(1)], dim=1)
+
+
+class LayoutEncoderModel(ModelMixin, ConfigMixin):
+    """Vocabulary table + transformer encoder over a layout's token embeddings.
+
+    Input of ``forward``: (B, L, width) token embeddings, L = 3 * num_slots. Output: (B, L, width), the
+    cross-attention context of the image denoiser.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        num_classes: int = 3,
+        grid_size: int = 33,
+        num_slots: int = 4,
+        width: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        coordinate_embedding: str = "fourier",
+        num_frequencies: int = 6,
+    ):
+        super().__init__()
+        if coordinate_embedding not in ("free", "fourier"):
+            raise ValueError(f"coordinate_embedding must be 'free' or 'fourier', got {coordinate_embedding!r}")
+        self.class_rows = nn.Parameter(torch.randn(num_classes, width) * 0.5)
+        self.none_row = nn.Parameter(torch.randn(1, width) * 0.5)
+        ticks = torch.linspace(0.0, 1.0, grid_size)
+        rows, cols = torch.meshgrid(ticks, ticks, indexing="ij")
+        self.register_buffer("grid_points", torch.stack([cols.reshape(-1), rows.reshape(-1)], 1), persistent=False)
+        if coordinate_embedding == "free":
+            self.coordinate_rows = nn.Parameter(torch.randn(grid_size**2, width) * 0.5)
+        else:
+            self.coordinate_projection = nn.Linear(2 + 4 * num_frequencies, width)
+        self.position_embedding = nn.Parameter(torch.randn(3 * num_slots, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, num_heads, dim_feedforward=4 * width, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(width)
+
+    def vocabulary(self) -> torch.Tensor:
+        """(vocab_size, width): class rows, then corner rows in token order, then the ``none`` row."""
+        if self.config.coordinate_embedding == "free":
+            coordinate_rows = self.coordinate_rows
+        else:
+            features = fourier_features(self.grid_points, self.config.num_frequencies)
+            coordinate_rows = self.coordinate_projection(features)
+        return torch.cat([self.class_rows, coordinate_rows, self.none_row], dim=0)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) int64 token ids -> (B, L, width) rows of ``vocabulary()``."""
+        return nn.functional.embedding(tokens, self.vocabulary())
+
+    def forward(self, token_embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, L, width) token embeddings -> (B, L, width) context for cross-attention."""
+        if token_embeddings.shape[1:] != self.position_embedding.shape:
+            raise ValueError(f"expected token embeddings of shape (B, {self.position_embedding.shape[0]}, "
+                             f"{self.position_embedding.shape[1]}), got {tuple(token_embeddings.shape)}")
+        return self.final_norm(self.transformer(token_embeddings + self.position_embedding))

@@ -1,0 +1,50 @@
+"""p(y): a diffusion model over layout embedding sequences.
+
+A layout y becomes v(y), the (L, width) sequence of its tokens' rows in the *frozen* vocabulary table of
+p(x|y), divided by that table's standard deviation so the signal has about unit scale against unit
+Gaussian noise (see ``normalise_embeddings``). ``LayoutPriorTransformer`` predicts the noise added to such
+a sequence at timestep t (epsilon prediction): a transformer encoder over the sequence with a learned
+position embedding, conditioned on a sinusoidal timestep embedding added to every position.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+
+def normalise_embeddings(embeddings: torch.Tensor, vocabulary: torch.Tensor) -> torch.Tensor:
+    """Scale (..., width) token embeddings by 1 / std(vocabulary), the prior's input space."""
+    return embeddings / vocabulary.detach().std()
+
+
+class LayoutPriorTransformer(ModelMixin, ConfigMixin):
+    """Noise predictor of the layout prior: (B, L, embedding_width) noisy sequence, (B,) timesteps ->
+    (B, L, embedding_width) predicted noise."""
+
+    @register_to_config
+    def __init__(
+        self,
+        sequence_length: int = 12,
+        embedding_width: int = 64,
+        width: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+    ):
+        super().__init__()
+        self.input_projection = nn.Linear(embedding_width, width)
+        self.position_embedding = nn.Parameter(torch.randn(sequence_length, width) * 0.02)
+        self.time_features = Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(width, width)
+        layer = nn.TransformerEncoderLayer(width, num_heads, dim_feedforward=4 * width, dropout=0.0,
+                                           batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.output = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, embedding_width))
+
+    def forward(self, noisy_embeddings: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        time = self.time_embedding(self.time_features(timesteps).to(noisy_embeddings.dtype))  # (B, width)
+        hidden = self.input_projection(noisy_embeddings) + self.position_embedding + time[:, None, :]
+        return self.output(self.transformer(hidden))

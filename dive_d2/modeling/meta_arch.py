@@ -1,0 +1,230 @@
+"""``DIVE``: the generative detector as a Detectron2 meta-architecture.
+
+It holds the two frozen-at-inference diffusion models of the method:
+- p(x|y): ``first_stage`` (pixel space or a diffusers autoencoder), a diffusers ``UNet2DConditionModel``
+  whose cross-attention reads ``layout_encoder``'s output, and a DDPM noise ``scheduler``;
+- p(y): ``prior``, a transformer denoiser over layout embedding sequences made with the frozen vocabulary
+  table of ``layout_encoder``.
+
+Training mode (Detectron2 contract): ``forward(batched_inputs)`` returns ``{"loss_image", "loss_prior"}``
+(each only when that model is trained, see MODEL.DIVE.TRAIN_*), so ``DefaultTrainer`` trains it.
+Inference (detection by inverting both models) is not implemented yet: eval-mode forward raises.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from torch import nn
+
+from ..layout import LayoutTokenizer
+from .denoising import denoising_error
+from .first_stage import FirstStage
+from .layout_encoder import LayoutEncoderModel
+from .layout_prior import LayoutPriorTransformer, normalise_embeddings
+
+# Sub-folders of a save_pretrained export, one per diffusion part.
+PART_FOLDERS = ("layout_encoder", "unet", "prior", "scheduler")
+
+
+@META_ARCH_REGISTRY.register()
+class DIVE(nn.Module):
+    """Layout-to-image diffusion model + layout prior, trained by denoising, inverted to detect."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        tokenizer: LayoutTokenizer,
+        first_stage: FirstStage,
+        layout_encoder: LayoutEncoderModel,
+        unet: UNet2DConditionModel,
+        prior: LayoutPriorTransformer,
+        scheduler: DDPMScheduler,
+        input_size: int,
+        input_format: str = "BGR",
+        train_image_model: bool = True,
+        train_prior: bool = True,
+        shuffle_seed: int = 0,
+    ):
+        """
+        Args:
+            tokenizer: the layout token format (classes, grid, slots).
+            first_stage, layout_encoder, unet, scheduler: p(x|y).
+            prior: p(y), on embeddings from ``layout_encoder.vocabulary()``.
+            input_size: side in pixels of the square model input; images are resized to it.
+            input_format: channel order of ``batched_inputs[i]["image"]``: "BGR" (Detectron2's default) or "RGB".
+            train_image_model / train_prior: which model's parameters train (the others are frozen).
+            shuffle_seed: seed of the generator that shuffles object order in training layouts.
+        """
+        super().__init__()
+        if not (train_image_model or train_prior):
+            raise ValueError("DIVE: at least one of MODEL.DIVE.TRAIN_IMAGE_MODEL / TRAIN_PRIOR must be true")
+        if input_format not in ("BGR", "RGB"):
+            raise ValueError(f"DIVE: input_format must be 'BGR' or 'RGB', got {input_format!r}")
+        if input_size % first_stage.downsample:
+            raise ValueError(f"DIVE: input_size {input_size} is not a multiple of the first stage's "
+                             f"downsampling {first_stage.downsample}")
+        self.tokenizer = tokenizer
+        self.first_stage = first_stage.requires_grad_(False)
+        self.layout_encoder = layout_encoder.requires_grad_(train_image_model)
+        self.unet = unet.requires_grad_(train_image_model)
+        self.prior = prior.requires_grad_(train_prior)
+        self.scheduler = scheduler
+        self.input_size = input_size
+        self.input_format = input_format
+        self.train_image_model = train_image_model
+        self.train_prior = train_prior
+        self.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
+        # Images in [0, 255] map to [-1, 1]; the buffer also tells the model's device.
+        self.register_buffer("pixel_mean", torch.tensor(127.5), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(127.5), persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        dive = cfg.MODEL.DIVE
+        tokenizer = LayoutTokenizer(dive.NUM_CLASSES, dive.GRID_SIZE, dive.NUM_SLOTS)
+        first_stage = FirstStage(dive.FIRST_STAGE.NAME, dive.FIRST_STAGE.PATH, dive.FIRST_STAGE.SCALING_FACTOR or None)
+        if dive.PRETRAINED_DIR:
+            parts = load_pretrained_parts(dive.PRETRAINED_DIR)
+        else:
+            parts = build_parts(cfg, tokenizer, first_stage)
+        return {
+            "tokenizer": tokenizer,
+            "first_stage": first_stage,
+            **parts,
+            "input_size": dive.INPUT_SIZE,
+            "input_format": cfg.INPUT.FORMAT,
+            "train_image_model": dive.TRAIN_IMAGE_MODEL,
+            "train_prior": dive.TRAIN_PRIOR,
+            "shuffle_seed": max(cfg.SEED, 0),
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ---- inputs ----------------------------------------------------------------------------------------------
+    def preprocess_images(self, batched_inputs: list[dict]) -> torch.Tensor:
+        """Model input: (B, 3, S, S) RGB in [-1, 1], S = input_size.
+
+        Each ``image`` is a (C, H, W) tensor in [0, 255] of any size; C = 1 (grey, replicated to RGB),
+        3 (in ``input_format`` order) or 4 (alpha dropped). Resizing is bilinear with antialiasing.
+        """
+        images = []
+        for index, item in enumerate(batched_inputs):
+            image = item["image"].to(self.device, torch.float32)
+            if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
+                raise ValueError(f"DIVE: batched_inputs[{index}]['image'] must be (C, H, W) with C in 1, 3, 4; "
+                                 f"got shape {tuple(image.shape)}")
+            if image.shape[0] == 1:
+                image = image.expand(3, -1, -1)
+            image = image[:3]
+            if self.input_format == "BGR":
+                image = image.flip(0)
+            image = F.interpolate(image[None], size=(self.input_size, self.input_size), mode="bilinear",
+                                  antialias=True, align_corners=False)[0]
+            images.append((image - self.pixel_mean) / self.pixel_std)
+        return torch.stack(images)
+
+    def layout_tokens(self, batched_inputs: list[dict], generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, 3 * num_slots) tokens of each input's ground-truth ``instances``; boxes are taken in the
+        pixel frame of its ``image`` tensor."""
+        tokens = []
+        for item in batched_inputs:
+            height, width = item["image"].shape[-2:]
+            instances = item["instances"]
+            tokens.append(self.tokenizer.encode(instances.gt_boxes.tensor.cpu(), instances.gt_classes.cpu(),
+                                                height, width, generator=generator))
+        return torch.stack(tokens).to(self.device)
+
+    # ---- the two models --------------------------------------------------------------------------------------
+    def image_denoising_error(self, latents, token_embeddings, timesteps, noise) -> torch.Tensor:
+        """(B,) denoising error of p(x|y) for latents (B, C, h, w) given (B, L, width) layout embeddings."""
+        context = self.layout_encoder(token_embeddings)
+
+        def predict(noisy, t):
+            return self.unet(noisy, t, encoder_hidden_states=context).sample
+
+        return denoising_error(predict, latents, timesteps, noise, self.scheduler)
+
+    def prior_denoising_error(self, token_embeddings, timesteps, noise) -> torch.Tensor:
+        """(B,) denoising error of p(y) for (B, L, width) layout embeddings."""
+        clean = normalise_embeddings(token_embeddings, self.layout_encoder.vocabulary())
+        return denoising_error(self.prior, clean, timesteps, noise, self.scheduler)
+
+    def _random_timesteps(self, batch_size: int) -> torch.Tensor:
+        return torch.randint(0, self.scheduler.config.num_train_timesteps, (batch_size,), device=self.device)
+
+    def forward(self, batched_inputs: list[dict]):
+        if not self.training:
+            raise NotImplementedError("DIVE detection by inversion is not implemented yet; "
+                                      "this version only trains p(x|y) and p(y)")
+        tokens = self.layout_tokens(batched_inputs, generator=self.shuffle_generator)
+        batch_size = len(tokens)
+        losses = {}
+        if self.train_image_model:
+            latents = self.first_stage.encode(self.preprocess_images(batched_inputs))
+            embeddings = self.layout_encoder.embed_tokens(tokens)
+            losses["loss_image"] = self.image_denoising_error(
+                latents, embeddings, self._random_timesteps(batch_size), torch.randn_like(latents)).mean()
+        if self.train_prior:
+            with torch.no_grad():
+                embeddings = self.layout_encoder.embed_tokens(tokens)
+            losses["loss_prior"] = self.prior_denoising_error(
+                embeddings, self._random_timesteps(batch_size), torch.randn_like(embeddings)).mean()
+        return losses
+
+    # ---- diffusers export ------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str) -> None:
+        """Write each diffusion part with diffusers' save_pretrained into ``directory/<part>/``."""
+        for name in PART_FOLDERS:
+            getattr(self, name).save_pretrained(os.path.join(directory, name))
+
+
+def build_parts(cfg, tokenizer: LayoutTokenizer, first_stage: FirstStage) -> dict[str, nn.Module]:
+    """Freshly initialised layout encoder, UNet, prior and scheduler from MODEL.DIVE keys."""
+    dive = cfg.MODEL.DIVE
+    width = dive.LAYOUT_ENCODER.WIDTH
+    layout_encoder = LayoutEncoderModel(
+        num_classes=tokenizer.num_classes, grid_size=tokenizer.grid_size, num_slots=tokenizer.num_slots,
+        width=width, num_layers=dive.LAYOUT_ENCODER.NUM_LAYERS, num_heads=dive.LAYOUT_ENCODER.NUM_HEADS,
+        coordinate_embedding=dive.LAYOUT_ENCODER.COORDINATE_EMBEDDING,
+        num_frequencies=dive.LAYOUT_ENCODER.NUM_FREQUENCIES)
+    unet = UNet2DConditionModel(
+        sample_size=dive.INPUT_SIZE // first_stage.downsample,
+        in_channels=first_stage.channels,
+        out_channels=first_stage.channels,
+        down_block_types=tuple(dive.UNET.DOWN_BLOCK_TYPES),
+        up_block_types=tuple(dive.UNET.UP_BLOCK_TYPES),
+        block_out_channels=tuple(dive.UNET.BLOCK_OUT_CHANNELS),
+        layers_per_block=dive.UNET.LAYERS_PER_BLOCK,
+        cross_attention_dim=width,
+        attention_head_dim=dive.UNET.ATTENTION_HEADS,
+        norm_num_groups=dive.UNET.NORM_NUM_GROUPS,
+    )
+    prior = LayoutPriorTransformer(sequence_length=tokenizer.sequence_length, embedding_width=width,
+                                   width=dive.PRIOR.WIDTH, num_layers=dive.PRIOR.NUM_LAYERS,
+                                   num_heads=dive.PRIOR.NUM_HEADS)
+    scheduler = DDPMScheduler(num_train_timesteps=dive.SCHEDULER.NUM_TRAIN_TIMESTEPS,
+                              beta_schedule=dive.SCHEDULER.BETA_SCHEDULE, beta_start=dive.SCHEDULER.BETA_START,
+                              beta_end=dive.SCHEDULER.BETA_END, prediction_type="epsilon", clip_sample=False)
+    return {"layout_encoder": layout_encoder, "unet": unet, "prior": prior, "scheduler": scheduler}
+
+
+def load_pretrained_parts(directory: str) -> dict[str, nn.Module]:
+    """Parts written by ``DIVE.save_pretrained``, loaded with diffusers' from_pretrained."""
+    missing = [name for name in PART_FOLDERS if not os.path.isdir(os.path.join(directory, name))]
+    if missing:
+        raise FileNotFoundError(f"{directory}: missing part folders {missing} (expected {list(PART_FOLDERS)})")
+    return {
+        "layout_encoder": LayoutEncoderModel.from_pretrained(os.path.join(directory, "layout_encoder")),
+        "unet": UNet2DConditionModel.from_pretrained(os.path.join(directory, "unet")),
+        "prior": LayoutPriorTransformer.from_pretrained(os.path.join(directory, "prior")),
+        "scheduler": DDPMScheduler.from_pretrained(os.path.join(directory, "scheduler")),
+    }

@@ -1,0 +1,141 @@
+"""DIVE in training mode: finite losses on any input, learning, freezing switches, weight round trips."""
+
+import os
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+from dive_d2 import add_dive_config
+
+from .helpers import REPO_ROOT
+
+
+def tiny_cfg(*opts):
+    cfg = get_cfg()
+    add_dive_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "shapes", "dive_image.yaml"))
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu", "MODEL.DIVE.INPUT_SIZE", "16", "MODEL.DIVE.GRID_SIZE", "9",
+        "MODEL.DIVE.UNET.BLOCK_OUT_CHANNELS", "(8, 16)", "MODEL.DIVE.UNET.NORM_NUM_GROUPS", "4",
+        "MODEL.DIVE.UNET.DOWN_BLOCK_TYPES", "('DownBlock2D', 'CrossAttnDownBlock2D')",
+        "MODEL.DIVE.UNET.UP_BLOCK_TYPES", "('CrossAttnUpBlock2D', 'UpBlock2D')",
+        "MODEL.DIVE.UNET.ATTENTION_HEADS", "2", "MODEL.DIVE.LAYOUT_ENCODER.WIDTH", "16",
+        "MODEL.DIVE.LAYOUT_ENCODER.NUM_HEADS", "2", "MODEL.DIVE.PRIOR.WIDTH", "32", "MODEL.DIVE.PRIOR.NUM_LAYERS", "1",
+        "MODEL.DIVE.TRAIN_PRIOR", "True", *opts])
+    return cfg
+
+
+def make_input(channels, height, width, boxes, classes, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    instances = Instances((height, width))
+    instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    instances.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    image = torch.randint(0, 256, (channels, height, width), generator=generator, dtype=torch.uint8)
+    return {"image": image, "height": height, "width": width, "instances": instances}
+
+
+def mixed_batch():
+    return [
+        make_input(3, 64, 64, [[4, 4, 20, 30], [30, 30, 60, 50]], [0, 2]),
+        make_input(1, 40, 72, [[10, 5, 30, 35]], [1], seed=1),  # grey, not square
+        make_input(4, 50, 50, [], [], seed=2),  # RGBA, no objects
+    ]
+
+
+def test_training_forward_gives_finite_losses_for_any_input():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg())
+    model.train()
+    losses = model(mixed_batch())
+    assert set(losses) == {"loss_image", "loss_prior"}
+    for name, value in losses.items():
+        assert value.dim() == 0 and torch.isfinite(value), name
+    sum(losses.values()).backward()
+    assert model.unet.conv_in.weight.grad is not None and model.prior.input_projection.weight.grad is not None
+    assert model.layout_encoder.class_rows.grad is not None
+
+
+def test_bad_image_shape_is_a_clear_error():
+    model = build_model(tiny_cfg())
+    model.train()
+    bad = make_input(3, 32, 32, [[1, 1, 9, 9]], [0])
+    bad["image"] = bad["image"][None]
+    with pytest.raises(ValueError, match=r"batched_inputs\[0\]\['image'\].*\(1, 3, 32, 32\)"):
+        model([bad])
+
+
+def test_freezing_switches():
+    image_only = build_model(tiny_cfg("MODEL.DIVE.TRAIN_PRIOR", "False"))
+    image_only.train()
+    assert set(image_only(mixed_batch())) == {"loss_image"}
+    assert not any(p.requires_grad for p in image_only.prior.parameters())
+
+    prior_only = build_model(tiny_cfg("MODEL.DIVE.TRAIN_IMAGE_MODEL", "False"))
+    prior_only.train()
+    assert set(prior_only(mixed_batch())) == {"loss_prior"}
+    assert not any(p.requires_grad for p in prior_only.unet.parameters())
+    assert not any(p.requires_grad for p in prior_only.layout_encoder.parameters())
+
+
+def fixed_errors(model, batch):
+    """Both denoising errors on fixed timesteps and noise (so that two calls are comparable)."""
+    generator = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        tokens = model.layout_tokens(batch)
+        latents = model.first_stage.encode(model.preprocess_images(batch))
+        embeddings = model.layout_encoder.embed_tokens(tokens)
+        timesteps = torch.tensor([50, 300, 700])
+        image_noise = torch.randn(latents.shape, generator=generator)
+        prior_noise = torch.randn(embeddings.shape, generator=generator)
+        return (model.image_denoising_error(latents, embeddings, timesteps, image_noise).mean().item(),
+                model.prior_denoising_error(embeddings, timesteps, prior_noise).mean().item())
+
+
+def test_a_few_steps_lower_both_losses():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg())
+    model.train()
+    batch = mixed_batch()
+    image_before, prior_before = fixed_errors(model, batch)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(40):
+        loss = sum(model(batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    image_after, prior_after = fixed_errors(model, batch)
+    assert image_after < 0.8 * image_before
+    assert prior_after < 0.8 * prior_before
+
+
+def test_checkpoint_and_diffusers_export_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg())
+    with torch.no_grad():  # move every part away from its initialisation
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    batch = mixed_batch()
+    reference = fixed_errors(model, batch)
+
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model")
+    torch.manual_seed(1)
+    reloaded = build_model(tiny_cfg())
+    assert fixed_errors(reloaded, batch) != reference
+    DetectionCheckpointer(reloaded).load(str(tmp_path / "model.pth"))
+    assert fixed_errors(reloaded, batch) == reference
+
+    model.save_pretrained(str(tmp_path / "export"))
+    from_diffusers = build_model(tiny_cfg("MODEL.DIVE.PRETRAINED_DIR", str(tmp_path / "export")))
+    assert fixed_errors(from_diffusers, batch) == reference
+    assert from_diffusers.scheduler.config.num_train_timesteps == 1000
+
+
+def test_free_coordinate_rows_also_build_and_train():
+    model = build_model(tiny_cfg("MODEL.DIVE.LAYOUT_ENCODER.COORDINATE_EMBEDDING", "free"))
+    model.train()
+    assert model.layout_encoder.vocabulary().shape == (model.tokenizer.vocab_size, 16)
+    assert all(torch.isfinite(v) for v in model(mixed_batch()).values())
