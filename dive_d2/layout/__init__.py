@@ -1,5 +1,6 @@
 """The layout token format shared by the layout-to-image model, the prior and the inversion."""
 
+from .snapping import nearest_allowed_tokens
 from .tokenizer import DecodedLayout, LayoutTokenizer
 
-__all__ = ["DecodedLayout", "LayoutTokenizer"]
+__all__ = ["DecodedLayout", "LayoutTokenizer", "nearest_allowed_tokens"]

@@ -2,7 +2,7 @@
 
 A layout y becomes v(y), the (L, width) sequence of its tokens' rows in the *frozen* vocabulary table of
 p(x|y), divided by that table's standard deviation so the signal has about unit scale against unit
-Gaussian noise (see ``normalise_embeddings``). ``LayoutPriorTransformer`` predicts the noise added to such
+Gaussian noise (see ``prior_input_scale``). ``LayoutPriorTransformer`` predicts the noise added to such
 a sequence at timestep t (epsilon prediction): a transformer encoder over the sequence with a learned
 position embedding, conditioned on a sinusoidal timestep embedding added to every position.
 """
@@ -16,9 +16,13 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
 
-def normalise_embeddings(embeddings: torch.Tensor, vocabulary: torch.Tensor) -> torch.Tensor:
-    """Scale (..., width) token embeddings by 1 / std(vocabulary), the prior's input space."""
-    return embeddings / vocabulary.detach().std()
+def prior_input_scale(vocabulary: torch.Tensor) -> torch.Tensor:
+    """The scalar the prior divides layout embeddings by: the standard deviation of the (frozen) table.
+
+    Args:
+        vocabulary: (V, width) the table of p(x|y)'s layout encoder.
+    """
+    return vocabulary.detach().std()
 
 
 class LayoutPriorTransformer(ModelMixin, ConfigMixin):

@@ -26,7 +26,7 @@ from ..layout import LayoutTokenizer
 from .denoising import denoising_error
 from .first_stage import FirstStage
 from .layout_encoder import LayoutEncoderModel
-from .layout_prior import LayoutPriorTransformer, normalise_embeddings
+from .layout_prior import LayoutPriorTransformer, prior_input_scale
 
 # Sub-folders of a save_pretrained export, one per diffusion part.
 PART_FOLDERS = ("layout_encoder", "unet", "prior", "scheduler")
@@ -155,7 +155,7 @@ class DIVE(nn.Module):
 
     def prior_denoising_error(self, token_embeddings, timesteps, noise) -> torch.Tensor:
         """(B,) denoising error of p(y) for (B, L, width) layout embeddings."""
-        clean = normalise_embeddings(token_embeddings, self.layout_encoder.vocabulary())
+        clean = token_embeddings / prior_input_scale(self.layout_encoder.vocabulary())
         return denoising_error(self.prior, clean, timesteps, noise, self.scheduler)
 
     def _random_timesteps(self, batch_size: int) -> torch.Tensor:

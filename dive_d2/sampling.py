@@ -1,0 +1,92 @@
+"""Sampling loops of the two diffusion models (kept apart from the models, as in diffusers).
+
+``generate_images``: images that p(x|y) draws for given layouts. ``sample_layouts``: layouts drawn from
+p(y). Both run a DDIM (deterministic, eta 0) or DDPM scheduler made from the model's training scheduler
+config, and take an explicit ``torch.Generator``: same seed, same samples.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
+from tqdm import tqdm
+
+from .layout import nearest_allowed_tokens
+from .modeling.layout_prior import prior_input_scale
+from .modeling.meta_arch import DIVE
+
+
+def make_sampling_scheduler(model: DIVE, kind: str, num_steps: int, clip_sample: bool) -> SchedulerMixin:
+    """A DDIM or DDPM scheduler with the model's noise schedule, set to ``num_steps`` steps."""
+    classes = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
+    if kind not in classes:
+        raise ValueError(f"sampling scheduler must be one of {sorted(classes)}, got {kind!r}")
+    scheduler = classes[kind].from_config(model.scheduler.config, clip_sample=clip_sample)
+    scheduler.set_timesteps(num_steps, device=model.device)
+    return scheduler
+
+
+def _denoise(predict_noise, shape, scheduler: SchedulerMixin, generator: torch.Generator, device, progress: str):
+    sample = torch.randn(shape, generator=generator).to(device)
+    for t in tqdm(scheduler.timesteps, desc=progress, leave=False, disable=not progress):
+        timesteps = torch.full((shape[0],), int(t), device=device, dtype=torch.int64)
+        noise_prediction = predict_noise(sample, timesteps)
+        # DDPM's step noise is drawn from the same (CPU) generator, then moved: device-independent results.
+        sample = scheduler.step(noise_prediction, t, sample, generator=generator).prev_sample
+    return sample
+
+
+@torch.no_grad()
+def generate_images(
+    model: DIVE,
+    tokens: torch.Tensor,
+    generator: torch.Generator,
+    num_steps: int = 50,
+    scheduler: str = "ddim",
+    progress: str = "",
+) -> torch.Tensor:
+    """Images p(x|y) generates for layouts.
+
+    Args:
+        model: a DIVE model (its first stage, layout encoder, UNet and noise schedule are used).
+        tokens: (B, L) layout tokens (``model.tokenizer`` format).
+        generator: CPU generator of the initial noise (and of DDPM's step noise).
+        num_steps: denoising steps.
+        scheduler: "ddim" (eta 0) or "ddpm".
+        progress: tqdm description; empty hides the bar.
+
+    Returns:
+        (B, 3, S, S) uint8 RGB, S = model.input_size.
+    """
+    context = model.layout_encoder(model.layout_encoder.embed_tokens(tokens.to(model.device)))
+    sampler = make_sampling_scheduler(model, scheduler, num_steps, clip_sample=model.first_stage.kind == "pixel")
+    size = model.input_size // model.first_stage.downsample
+    shape = (len(tokens), model.first_stage.channels, size, size)
+    latents = _denoise(lambda x, t: model.unet(x, t, encoder_hidden_states=context).sample, shape, sampler,
+                       generator, model.device, progress)
+    images = model.first_stage.decode(latents)
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def sample_layouts(
+    model: DIVE,
+    num_samples: int,
+    generator: torch.Generator,
+    num_steps: int = 100,
+    scheduler: str = "ddim",
+    metric: str = "l2",
+    progress: str = "",
+) -> torch.Tensor:
+    """Layouts drawn from the prior p(y): denoise an embedding sequence, then snap every position to the
+    nearest token its type allows.
+
+    Returns:
+        (num_samples, L) int64 tokens; decode them with ``model.tokenizer.decode``.
+    """
+    vocabulary = model.layout_encoder.vocabulary()
+    sampler = make_sampling_scheduler(model, scheduler, num_steps, clip_sample=False)
+    shape = (num_samples, model.tokenizer.sequence_length, vocabulary.shape[1])
+    normalised = _denoise(model.prior, shape, sampler, generator, model.device, progress)
+    embeddings = normalised * prior_input_scale(vocabulary)
+    return nearest_allowed_tokens(embeddings, vocabulary, model.tokenizer.allowed_tokens(), metric)
