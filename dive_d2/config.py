@@ -29,7 +29,9 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE = CN()
     cfg.MODEL.DIVE.NUM_CLASSES = 3  # class tokens of the layout vocabulary
     cfg.MODEL.DIVE.NUM_SLOTS = 4  # objects per layout (3 tokens each); more objects: the largest are kept
-    cfg.MODEL.DIVE.GRID_SIZE = 33  # corner grid points per axis, spanning the input frame edge to edge
+    # Corner grid points per axis, spanning the image edge to edge. 65 on 64 px images puts a grid point on
+    # every integer pixel edge, so the grid costs no AP there (tools/quantisation_bound.py).
+    cfg.MODEL.DIVE.GRID_SIZE = 65
     # Images are resized to INPUT_SIZE x INPUT_SIZE without keeping their aspect ratio (boxes follow), so
     # the layout grid spans the whole image whatever its shape.
     cfg.MODEL.DIVE.INPUT_SIZE = 32

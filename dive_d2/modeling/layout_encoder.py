@@ -47,7 +47,7 @@ class LayoutEncoderModel(ModelMixin, ConfigMixin):
     def __init__(
         self,
         num_classes: int = 3,
-        grid_size: int = 33,
+        grid_size: int = 65,
         num_slots: int = 4,
         width: int = 64,
         num_layers: int = 2,
