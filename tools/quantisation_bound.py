@@ -13,14 +13,13 @@ import argparse
 import contextlib
 import io
 
-import numpy as np
-import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 import dive_d2  # noqa: F401  (registers datasets)
+from dive_d2.data import ground_truth_layout
 from dive_d2.layout import LayoutTokenizer
 
 
@@ -58,11 +57,9 @@ def main() -> None:
         tokenizer = LayoutTokenizer(num_classes, grid_size, args.num_slots)
         detections = []
         for d in dicts:
-            boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
-                              for a in d["annotations"]]).reshape(-1, 4)
-            classes = [a["category_id"] for a in d["annotations"]]
-            decoded = tokenizer.decode(tokenizer.encode(torch.tensor(boxes), torch.tensor(classes),
-                                                        d["height"], d["width"]), d["height"], d["width"])
+            boxes, classes = ground_truth_layout(d)
+            decoded = tokenizer.decode(tokenizer.encode(boxes, classes, d["height"], d["width"]),
+                                       d["height"], d["width"])
             for box, cls in zip(decoded.boxes.tolist(), decoded.classes.tolist(), strict=True):
                 detections.append({"image_id": d["image_id"], "category_id": cls, "score": 1.0,
                                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})

@@ -1,7 +1,7 @@
 """Datasets: the synthetic benchmarks, COCO json input/output, and user COCO data from config keys."""
 
 from .benchmarks import BENCHMARK_SPLITS, dataset_root, ensure_split_on_disk, register_benchmarks
-from .coco_io import load_coco_dataset_dicts, write_coco_dataset
+from .coco_io import ground_truth_layout, load_coco_dataset_dicts, write_coco_dataset
 from .from_config import (
     model_class_names,
     prepare_datasets_from_config,
@@ -19,6 +19,7 @@ __all__ = [
     "SHAPES_CLASSES",
     "dataset_root",
     "ensure_split_on_disk",
+    "ground_truth_layout",
     "load_coco_dataset_dicts",
     "model_class_names",
     "prepare_datasets_from_config",

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from detectron2.structures import BoxMode
 from PIL import Image
 
@@ -134,3 +135,15 @@ def load_coco_dataset_dicts(
         }
         for img in coco["images"]
     ]
+
+
+def ground_truth_layout(record: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes and classes of one Detectron2 dataset dict.
+
+    Returns:
+        boxes (K, 4) float32 XYXY in pixels of the record's image, and classes (K,) int64.
+    """
+    annotations = record["annotations"]
+    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations]
+    return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            torch.tensor([a["category_id"] for a in annotations], dtype=torch.int64))

@@ -1,0 +1,5 @@
+"""Evaluation helpers beyond COCOEvaluator: checks of the generative models."""
+
+from .layout_ranking import CORRUPTIONS, corrupt_layout, fixed_pairs, layout_errors
+
+__all__ = ["CORRUPTIONS", "corrupt_layout", "fixed_pairs", "layout_errors"]
