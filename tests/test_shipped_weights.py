@@ -1,0 +1,27 @@
+"""The shipped weights load and still detect: COCOEvaluator AP50 on the first 50 val images of each
+benchmark stays above a floor. Floors are the AP50 measured with the shipped weights on these exact images
+(README, "Results") minus 5 points, which absorbs CPU/GPU numerical differences, not a regression."""
+
+import os
+
+import pytest
+
+from .helpers import REPO_ROOT, setup_cfg
+
+BASELINES = {
+    # benchmark: (weights, AP50 measured on the first 50 val images, floor)
+    "shapes": ("weights/shapes/faster_rcnn_R18_FPN.pth", SHAPES_AP50_MEASURED, SHAPES_AP50_MEASURED - 5.0),
+    "digits": ("weights/digits/faster_rcnn_R18_FPN.pth", DIGITS_AP50_MEASURED, DIGITS_AP50_MEASURED - 5.0),
+}
+
+
+@pytest.mark.parametrize("benchmark", sorted(BASELINES))
+def test_shipped_faster_rcnn_reaches_its_ap50_floor(benchmark, tmp_path):
+    weights, _, floor = BASELINES[benchmark]
+    config = os.path.join(REPO_ROOT, "configs", benchmark, "faster_rcnn_R18_FPN.yaml")
+    train_net, cfg = setup_cfg(config, "--eval-only", "MODEL.DEVICE", "cpu", "DATASETS.TEST_LIMIT", "50",
+                               "MODEL.WEIGHTS", os.path.join(REPO_ROOT, weights), output_dir=str(tmp_path))
+    model = train_net.Trainer.build_model(cfg)
+    train_net.DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    results = train_net.Trainer.test(cfg, model)
+    assert results["bbox"]["AP50"] >= floor, results["bbox"]
