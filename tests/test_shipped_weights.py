@@ -10,7 +10,7 @@ from .helpers import REPO_ROOT, setup_cfg
 
 BASELINES = {
     # benchmark: (weights, AP50 measured on the first 50 val images, floor)
-    "shapes": ("weights/shapes/faster_rcnn_R18_FPN.pth", SHAPES_AP50_MEASURED, SHAPES_AP50_MEASURED - 5.0),
+    "shapes": ("weights/shapes/faster_rcnn_R18_FPN.pth", 98.5, 98.5 - 5.0),
     "digits": ("weights/digits/faster_rcnn_R18_FPN.pth", DIGITS_AP50_MEASURED, DIGITS_AP50_MEASURED - 5.0),
 }
 
