@@ -157,3 +157,23 @@ def test_sampling_is_seeded_and_returns_real_layouts():
         assert images.shape == (3, 3, 16, 16) and images.dtype == torch.uint8
         repeat = generate_images(model, tokens, torch.Generator().manual_seed(7), num_steps=3, scheduler=kind)
         assert torch.equal(images, repeat)
+
+
+def test_prior_trains_from_layout_only_records():
+    from detectron2.data import DatasetCatalog, DatasetMapper
+
+    from dive_d2.data import LayoutOnlyMapper, build_train_mapper
+
+    cfg = tiny_cfg("MODEL.DIVE.TRAIN_IMAGE_MODEL", "False")
+    assert isinstance(build_train_mapper(cfg), LayoutOnlyMapper)
+    assert not isinstance(build_train_mapper(tiny_cfg()), LayoutOnlyMapper)
+    records = DatasetCatalog.get("dive_shapes_val")[:3]
+    batch = [LayoutOnlyMapper()(r) for r in records]
+    assert all("image" not in item for item in batch)
+    model = build_model(cfg)
+    model.train()
+    assert torch.isfinite(model(batch)["loss_prior"])
+    # The tokens equal those of the same records through Detectron2's mapper, images decoded.
+    with_images = [DatasetMapper(tiny_cfg(), is_train=True)(r) for r in records]
+    assert all("image" in item for item in with_images)
+    assert torch.equal(model.layout_tokens(batch), model.layout_tokens(with_images))

@@ -14,18 +14,24 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
+from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2 import add_dive_config
-from dive_d2.data import prepare_datasets_from_config
+from dive_d2.data import build_train_mapper, prepare_datasets_from_config
 from dive_d2.solver import build_optimizer
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with COCOEvaluator (bounding boxes) and the optimizer chosen by SOLVER.OPTIMIZER."""
+    """DefaultTrainer with COCOEvaluator (bounding boxes), the optimizer chosen by SOLVER.OPTIMIZER, and a
+    layout-only data mapper when only a prior trains."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -9,6 +9,7 @@ from .from_config import (
     register_first_images,
     register_user_coco_datasets,
 )
+from .layout_mapper import LayoutOnlyMapper, build_train_mapper
 from .synthetic import DIGITS_CLASSES, SHAPES_CLASSES
 
 register_benchmarks()
@@ -16,7 +17,9 @@ register_benchmarks()
 __all__ = [
     "BENCHMARK_SPLITS",
     "DIGITS_CLASSES",
+    "LayoutOnlyMapper",
     "SHAPES_CLASSES",
+    "build_train_mapper",
     "dataset_root",
     "ensure_split_on_disk",
     "ground_truth_layout",

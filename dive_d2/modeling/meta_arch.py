@@ -133,12 +133,12 @@ class DIVE(nn.Module):
         return torch.stack(images)
 
     def layout_tokens(self, batched_inputs: list[dict], generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, 3 * num_slots) tokens of each input's ground-truth ``instances``; boxes are taken in the
-        pixel frame of its ``image`` tensor."""
+        """(B, 3 * num_slots) tokens of each input's ground-truth ``instances``; boxes are in pixels of
+        ``instances.image_size`` (the frame of the input's ``image``, when there is one)."""
         tokens = []
         for item in batched_inputs:
-            height, width = item["image"].shape[-2:]
             instances = item["instances"]
+            height, width = instances.image_size
             tokens.append(self.tokenizer.encode(instances.gt_boxes.tensor.cpu(), instances.gt_classes.cpu(),
                                                 height, width, generator=generator))
         return torch.stack(tokens).to(self.device)
