@@ -68,6 +68,23 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.PRIOR.NUM_LAYERS = 4
     cfg.MODEL.DIVE.PRIOR.NUM_HEADS = 4
 
+    # Detection by inversion, see dive_d2/inversion/engine.py (eval mode of DIVE).
+    cfg.MODEL.DIVE.INVERSION = CN()
+    cfg.MODEL.DIVE.INVERSION.MAX_STEPS = 300  # optimisation steps per image at most (paper: 2000 on COCO)
+    cfg.MODEL.DIVE.INVERSION.LEARNING_RATE = 0.05  # Adam learning rate on the embedding sequence v
+    cfg.MODEL.DIVE.INVERSION.NUM_PAIRS = 64  # fixed (t, noise) pairs, evenly spread timesteps, seeded noise
+    cfg.MODEL.DIVE.INVERSION.PAIRS_PER_STEP = 16  # pairs per step, taken in a reshuffled order each pass
+    cfg.MODEL.DIVE.INVERSION.MONITOR_PAIRS = 32  # a separate fixed pair set for the monitor
+    cfg.MODEL.DIVE.INVERSION.MONITOR_PERIOD = 10  # steps between monitor checks
+    cfg.MODEL.DIVE.INVERSION.PATIENCE = 5  # stop an image after this many checks without improvement
+    cfg.MODEL.DIVE.INVERSION.PRIOR_WEIGHT = 1.0  # lambda of the prior's denoising error; 0 turns p(y) off
+    cfg.MODEL.DIVE.INVERSION.SNAP = True  # straight-through snapping each step; False: snap once at the end
+    cfg.MODEL.DIVE.INVERSION.METRIC = "l2"  # snapping metric: "l2" or "cosine"
+    cfg.MODEL.DIVE.INVERSION.INIT = "random"  # "random" (vocabulary statistics) or "prior" (a p(y) sample)
+    cfg.MODEL.DIVE.INVERSION.PRIOR_INIT_STEPS = 50  # DDIM steps of the prior sample for INIT "prior"
+    cfg.MODEL.DIVE.INVERSION.SEED = 0  # seeds pairs and, with each image's id, its initialisation
+    cfg.MODEL.DIVE.INVERSION.SCORE = "constant"  # detection confidence; only "constant" (1.0) exists yet
+
     cfg.MODEL.DIVE.SCHEDULER = CN()  # diffusers DDPMScheduler, epsilon prediction, shared by both models
     cfg.MODEL.DIVE.SCHEDULER.NUM_TRAIN_TIMESTEPS = 1000
     cfg.MODEL.DIVE.SCHEDULER.BETA_SCHEDULE = "linear"

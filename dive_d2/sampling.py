@@ -7,13 +7,17 @@ config, and take an explicit ``torch.Generator``: same seed, same samples.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
 from tqdm import tqdm
 
 from .layout import nearest_allowed_tokens
 from .modeling.layout_prior import prior_input_scale
-from .modeling.meta_arch import DIVE
+
+if TYPE_CHECKING:  # the meta-architecture itself samples (inversion init): no import at run time
+    from .modeling.meta_arch import DIVE
 
 
 def make_sampling_scheduler(model: DIVE, kind: str, num_steps: int, clip_sample: bool) -> SchedulerMixin:
@@ -69,6 +73,27 @@ def generate_images(
 
 
 @torch.no_grad()
+def sample_layout_embeddings(
+    model: DIVE,
+    num_samples: int,
+    generator: torch.Generator,
+    num_steps: int = 100,
+    scheduler: str = "ddim",
+    progress: str = "",
+) -> torch.Tensor:
+    """Continuous layout embeddings drawn from the prior p(y), before snapping.
+
+    Returns:
+        (num_samples, L, width) in the units of ``model.layout_encoder.vocabulary()``.
+    """
+    vocabulary = model.layout_encoder.vocabulary()
+    sampler = make_sampling_scheduler(model, scheduler, num_steps, clip_sample=False)
+    shape = (num_samples, model.tokenizer.sequence_length, vocabulary.shape[1])
+    normalised = _denoise(model.prior, shape, sampler, generator, model.device, progress)
+    return normalised * prior_input_scale(vocabulary)
+
+
+@torch.no_grad()
 def sample_layouts(
     model: DIVE,
     num_samples: int,
@@ -84,9 +109,6 @@ def sample_layouts(
     Returns:
         (num_samples, L) int64 tokens; decode them with ``model.tokenizer.decode``.
     """
+    embeddings = sample_layout_embeddings(model, num_samples, generator, num_steps, scheduler, progress)
     vocabulary = model.layout_encoder.vocabulary()
-    sampler = make_sampling_scheduler(model, scheduler, num_steps, clip_sample=False)
-    shape = (num_samples, model.tokenizer.sequence_length, vocabulary.shape[1])
-    normalised = _denoise(model.prior, shape, sampler, generator, model.device, progress)
-    embeddings = normalised * prior_input_scale(vocabulary)
     return nearest_allowed_tokens(embeddings, vocabulary, model.tokenizer.allowed_tokens(), metric)

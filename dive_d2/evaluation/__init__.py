@@ -1,5 +1,6 @@
 """Evaluation helpers beyond COCOEvaluator: checks of the generative models."""
 
-from .layout_ranking import CORRUPTIONS, corrupt_layout, fixed_pairs, layout_errors
+from ..modeling.denoising import fixed_pairs
+from .layout_ranking import CORRUPTIONS, corrupt_layout, layout_errors
 
 __all__ = ["CORRUPTIONS", "corrupt_layout", "fixed_pairs", "layout_errors"]

@@ -36,18 +36,6 @@ def corrupt_layout(
     return boxes, classes
 
 
-def fixed_pairs(num_pairs: int, latent_shape: tuple[int, ...], num_train_timesteps: int, seed: int):
-    """``num_pairs`` (timestep, noise) pairs: timesteps evenly spread over the schedule, seeded noise.
-
-    Returns:
-        timesteps (P,) int64 and noise (P, *latent_shape) float32, on the CPU.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    spacing = num_train_timesteps / num_pairs
-    timesteps = (torch.arange(num_pairs) * spacing + spacing / 2).long()
-    return timesteps, torch.randn((num_pairs, *latent_shape), generator=generator)
-
-
 @torch.no_grad()
 def layout_errors(model, latents: torch.Tensor, tokens: torch.Tensor, timesteps: torch.Tensor,
                   noise: torch.Tensor) -> torch.Tensor:

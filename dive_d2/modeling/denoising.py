@@ -34,3 +34,16 @@ def denoising_error(
     noisy = scheduler.add_noise(clean, noise, timesteps)
     error = (predict_noise(noisy, timesteps) - noise) ** 2
     return error.flatten(1).mean(dim=1)
+
+
+def fixed_pairs(num_pairs: int, sample_shape: tuple[int, ...], num_train_timesteps: int, seed: int):
+    """``num_pairs`` (timestep, noise) pairs: timesteps evenly spread over the schedule, seeded noise.
+
+    Returns:
+        timesteps (P,) int64 (the centres of P equal bins of [0, num_train_timesteps)) and noise
+        (P, *sample_shape) float32, both on the CPU.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    spacing = num_train_timesteps / num_pairs
+    timesteps = (torch.arange(num_pairs) * spacing + spacing / 2).long()
+    return timesteps, torch.randn((num_pairs, *sample_shape), generator=generator)

@@ -8,25 +8,34 @@ It holds the two frozen-at-inference diffusion models of the method:
 
 Training mode (Detectron2 contract): ``forward(batched_inputs)`` returns ``{"loss_image", "loss_prior"}``
 (each only when that model is trained, see MODEL.DIVE.TRAIN_*), so ``DefaultTrainer`` trains it.
-Inference (detection by inverting both models) is not implemented yet: eval-mode forward raises.
+Inference: ``forward`` inverts p(x|y) p(y) for each image (dive_d2/inversion/engine.py), decodes the best
+layout into boxes and returns ``[{"instances": Instances(pred_boxes, scores, pred_classes),
+"inversion_steps": int}]``, rescaled by ``detector_postprocess`` to each input's "height" and "width".
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
+from ..inversion import LayoutInversion
 from ..layout import LayoutTokenizer
 from .denoising import denoising_error
 from .first_stage import FirstStage
 from .layout_encoder import LayoutEncoderModel
 from .layout_prior import LayoutPriorTransformer, prior_input_scale
+
+logger = logging.getLogger(__name__)
 
 # Sub-folders of a save_pretrained export, one per diffusion part.
 PART_FOLDERS = ("layout_encoder", "unet", "prior", "scheduler")
@@ -51,6 +60,8 @@ class DIVE(nn.Module):
         train_image_model: bool = True,
         train_prior: bool = True,
         shuffle_seed: int = 0,
+        inversion: LayoutInversion | None = None,
+        score: str = "constant",
     ):
         """
         Args:
@@ -61,6 +72,8 @@ class DIVE(nn.Module):
             input_format: channel order of ``batched_inputs[i]["image"]``: "BGR" (Detectron2's default) or "RGB".
             train_image_model / train_prior: which model's parameters train (the others are frozen).
             shuffle_seed: seed of the generator that shuffles object order in training layouts.
+            inversion: the engine used in eval mode (default settings when None).
+            score: detection confidence; "constant" gives every decoded object 1.0.
         """
         super().__init__()
         if not (train_image_model or train_prior):
@@ -81,6 +94,10 @@ class DIVE(nn.Module):
         self.train_image_model = train_image_model
         self.train_prior = train_prior
         self.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
+        if score != "constant":
+            raise ValueError(f"DIVE: score {score!r} is not implemented; only 'constant' exists yet")
+        self.inversion = inversion if inversion is not None else LayoutInversion()
+        self.score = score
         # Images in [0, 255] map to [-1, 1]; the buffer also tells the model's device.
         self.register_buffer("pixel_mean", torch.tensor(127.5), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(127.5), persistent=False)
@@ -103,6 +120,8 @@ class DIVE(nn.Module):
             "train_image_model": dive.TRAIN_IMAGE_MODEL,
             "train_prior": dive.TRAIN_PRIOR,
             "shuffle_seed": max(cfg.SEED, 0),
+            "inversion": LayoutInversion(cfg),
+            "score": dive.INVERSION.SCORE,
         }
 
     @property
@@ -163,8 +182,7 @@ class DIVE(nn.Module):
 
     def forward(self, batched_inputs: list[dict]):
         if not self.training:
-            raise NotImplementedError("DIVE detection by inversion is not implemented yet; "
-                                      "this version only trains p(x|y) and p(y)")
+            return self.inference(batched_inputs)
         tokens = self.layout_tokens(batched_inputs, generator=self.shuffle_generator)
         batch_size = len(tokens)
         losses = {}
@@ -179,6 +197,42 @@ class DIVE(nn.Module):
             losses["loss_prior"] = self.prior_denoising_error(
                 embeddings, self._random_timesteps(batch_size), torch.randn_like(embeddings)).mean()
         return losses
+
+    # ---- detection by inversion -----------------------------------------------------------------------------
+    def image_seed(self, item: dict) -> int:
+        """Seed of one image's initialisation: from its "image_id" if present, else from its pixels; never
+        from its position in the batch."""
+        key = str(item["image_id"]) if "image_id" in item else hashlib.sha256(
+            item["image"].cpu().numpy().tobytes()).hexdigest()
+        return int(hashlib.sha256(f"{self.inversion.seed}:{key}".encode()).hexdigest()[:15], 16)
+
+    def detections_from_tokens(self, tokens: torch.Tensor, height: int, width: int) -> Instances:
+        """Decode one layout into Instances in pixels of a height x width image; exact duplicates (same
+        class and box) are merged."""
+        decoded = self.tokenizer.decode(tokens, height, width)
+        rows = torch.cat([decoded.classes[:, None].float(), decoded.boxes], dim=1)
+        unique = torch.unique(rows, dim=0) if len(rows) else rows
+        instances = Instances((height, width))
+        instances.pred_boxes = Boxes(unique[:, 1:].to(self.device))
+        instances.pred_classes = unique[:, 0].long().to(self.device)
+        instances.scores = torch.ones(len(unique), device=self.device)
+        return instances
+
+    def inference(self, batched_inputs: list[dict]) -> list[dict]:
+        """Detect by inversion; see the module docstring for the output."""
+        latents = self.first_stage.encode(self.preprocess_images(batched_inputs))
+        with torch.enable_grad():  # Detectron2 runs inference under no_grad; the inversion needs gradients
+            result = self.inversion(self, latents, [self.image_seed(item) for item in batched_inputs])
+        outputs = []
+        for item, tokens, steps in zip(batched_inputs, result.tokens, result.stop_step.tolist(), strict=True):
+            height, width = item["image"].shape[-2:]
+            detections = self.detections_from_tokens(tokens, height, width)
+            outputs.append({
+                "instances": detector_postprocess(detections, item.get("height", height), item.get("width", width)),
+                "inversion_steps": steps,
+            })
+        logger.info("DIVE inverted %d image(s): stopping steps %s", len(outputs), result.stop_step.tolist())
+        return outputs
 
     # ---- diffusers export ------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str) -> None:

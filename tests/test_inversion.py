@@ -1,0 +1,86 @@
+"""Detection by inversion on a tiny random model: gradients, output contract, seeds, batch independence."""
+
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import Instances
+
+from dive_d2.inversion import LayoutInversion
+
+from .test_dive_training import make_input, tiny_cfg
+
+TINY_INVERSION = ("MODEL.DIVE.INVERSION.MAX_STEPS", "6", "MODEL.DIVE.INVERSION.NUM_PAIRS", "4",
+                  "MODEL.DIVE.INVERSION.PAIRS_PER_STEP", "2", "MODEL.DIVE.INVERSION.MONITOR_PAIRS", "2",
+                  "MODEL.DIVE.INVERSION.MONITOR_PERIOD", "2", "MODEL.DIVE.INVERSION.PATIENCE", "2")
+
+
+def tiny_model(*opts):
+    torch.manual_seed(0)
+    return build_model(tiny_cfg(*TINY_INVERSION, *opts)).eval()
+
+
+def test_straight_through_gradient_reaches_the_continuous_embeddings():
+    model = tiny_model()
+    inversion = LayoutInversion(snap=True)
+    embeddings = torch.randn(2, model.tokenizer.sequence_length, 16, requires_grad=True)
+    snapped = inversion.straight_through(model, embeddings)
+    vocabulary = model.layout_encoder.vocabulary().detach()
+    tokens = inversion.snapped_tokens(model, embeddings.detach())
+    assert torch.allclose(snapped, vocabulary[tokens], atol=1e-6), "the forward value is not the snapped row"
+    weights = torch.randn_like(snapped)
+    (snapped * weights).sum().backward()
+    assert torch.equal(embeddings.grad, weights), "straight-through must pass the gradient unchanged"
+
+
+def test_eval_forward_returns_instances_for_mixed_inputs():
+    model = tiny_model()
+    inputs = [
+        make_input(3, 64, 64, [], []) | {"image_id": 1},
+        make_input(1, 40, 72, [], [], seed=1) | {"image_id": 2, "height": 80, "width": 144},  # grey, rescaled
+        make_input(4, 50, 50, [], [], seed=2) | {"image_id": 3},  # RGBA
+    ]
+    inputs.append({"image": torch.zeros(3, 48, 48, dtype=torch.uint8), "image_id": 4})  # empty image
+    with torch.no_grad():  # as in Detectron2's inference_on_dataset
+        outputs = model(inputs)
+    assert len(outputs) == 4
+    for item, output in zip(inputs, outputs, strict=True):
+        instances = output["instances"]
+        assert isinstance(instances, Instances)
+        expected_size = (item.get("height", item["image"].shape[1]), item.get("width", item["image"].shape[2]))
+        assert instances.image_size == expected_size
+        assert {"pred_boxes", "scores", "pred_classes"} <= set(instances.get_fields())
+        boxes = instances.pred_boxes.tensor
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+        assert ((instances.pred_classes >= 0) & (instances.pred_classes < 3)).all()
+        assert 1 <= output["inversion_steps"] <= 6
+    assert not any(p.grad is not None for p in model.parameters()), "inversion changed or touched the model"
+
+
+def test_same_seed_same_detections_whatever_the_batch():
+    model = tiny_model()
+    images = [make_input(3, 64, 64, [], [], seed=s) | {"image_id": s} for s in range(3)]
+
+    def detections(batch):
+        with torch.no_grad():
+            return [(o["instances"].pred_boxes.tensor.tolist(), o["instances"].pred_classes.tolist(),
+                     o["inversion_steps"]) for o in model(batch)]
+
+    together = detections(images)
+    alone = [detections([image])[0] for image in images]
+    reordered = detections([images[2], images[0]])
+    assert together == alone
+    assert reordered == [together[2], together[0]]
+    assert detections(images) == together
+
+
+def test_monitor_keeps_the_best_layout_and_records_stopping():
+    model = tiny_model()
+    latents = model.first_stage.encode(model.preprocess_images([make_input(3, 64, 64, [], [])]))
+    inversion = LayoutInversion(max_steps=12, num_pairs=4, pairs_per_step=2, monitor_pairs=2, monitor_period=2,
+                                patience=2, record_history=True)
+    with torch.enable_grad():
+        result = inversion(model, latents, [0])
+    losses = torch.stack([loss for _, loss, _ in result.history])
+    assert torch.isclose(result.monitor_loss, losses.min(0).values).all()
+    best_check = int(losses[:, 0].argmin())
+    assert torch.equal(result.tokens[0].cpu(), result.history[best_check][2][0])
+    assert result.stop_step[0] == result.history[-1][0]
