@@ -83,7 +83,9 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.INIT = "random"  # "random" (vocabulary statistics) or "prior" (a p(y) sample)
     cfg.MODEL.DIVE.INVERSION.PRIOR_INIT_STEPS = 50  # DDIM steps of the prior sample for INIT "prior"
     cfg.MODEL.DIVE.INVERSION.SEED = 0  # seeds pairs and, with each image's id, its initialisation
-    cfg.MODEL.DIVE.INVERSION.SCORE = "constant"  # detection confidence; only "constant" (1.0) exists yet
+    # Detection confidence: "leave_one_out", "margin" or "constant" (dive_d2/inversion/scoring.py).
+    cfg.MODEL.DIVE.INVERSION.SCORE = "leave_one_out"
+    cfg.MODEL.DIVE.INVERSION.SCORE_TEMPERATURE = 0.01  # leave_one_out: sigmoid(loss rise / this); AP-neutral
 
     cfg.MODEL.DIVE.SCHEDULER = CN()  # diffusers DDPMScheduler, epsilon prediction, shared by both models
     cfg.MODEL.DIVE.SCHEDULER.NUM_TRAIN_TIMESTEPS = 1000

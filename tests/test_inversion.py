@@ -84,3 +84,32 @@ def test_monitor_keeps_the_best_layout_and_records_stopping():
     best_check = int(losses[:, 0].argmin())
     assert torch.equal(result.tokens[0].cpu(), result.history[best_check][2][0])
     assert result.stop_step[0] == result.history[-1][0]
+
+
+def test_every_score_variant_gives_valid_confidences():
+    for score in ("leave_one_out", "margin", "constant"):
+        model = tiny_model("MODEL.DIVE.INVERSION.SCORE", score, "MODEL.DIVE.INVERSION.MAX_STEPS", "2")
+        with torch.no_grad():
+            outputs = model([make_input(3, 64, 64, [], [], seed=s) | {"image_id": s} for s in range(3)])
+        scores = torch.cat([o["instances"].scores for o in outputs])
+        assert ((scores >= 0) & (scores <= 1)).all(), score
+        if score == "constant":
+            assert (scores == 1).all()
+
+
+def test_leave_one_out_score_rises_with_the_evidence():
+    from dive_d2.inversion import leave_one_out_scores
+
+    model = tiny_model()
+    latents = model.first_stage.encode(model.preprocess_images([make_input(3, 64, 64, [], [])]))
+    tokens = model.tokenizer.encode(torch.tensor([[0.0, 0, 32, 32], [32, 32, 64, 64]]), torch.tensor([0, 1]), 64, 64)
+    scores = leave_one_out_scores(model, model.inversion, latents, tokens, torch.tensor([0, 1]), temperature=0.01)
+    monitor = model.inversion.monitor_pairs_for(model, latents)
+    vocabulary = model.layout_encoder.vocabulary().detach()
+    with torch.no_grad():
+        full = model.inversion.posterior_loss(model, latents, vocabulary[tokens][None], *monitor)
+        for slot, score in enumerate(scores):
+            without = tokens.clone()
+            without[3 * slot : 3 * slot + 3] = model.tokenizer.none_token
+            rise = model.inversion.posterior_loss(model, latents, vocabulary[without][None], *monitor) - full
+            assert torch.isclose(score, torch.sigmoid(rise / 0.01)[0], atol=1e-5)

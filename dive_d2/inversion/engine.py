@@ -38,6 +38,7 @@ class InversionResult:
 
     Attributes:
         tokens: (B, L) int64, the snapped layout with the best monitor loss.
+        embeddings: (B, L, width), the continuous embeddings at that check (before snapping).
         monitor_loss: (B,) float, that best monitor loss (posterior, lower is better).
         stop_step: (B,) int64, the optimisation step at which each image stopped.
         history: per monitor check, (step, (B,) monitor losses, (B, L) snapped tokens); only when
@@ -45,6 +46,7 @@ class InversionResult:
     """
 
     tokens: torch.Tensor
+    embeddings: torch.Tensor
     monitor_loss: torch.Tensor
     stop_step: torch.Tensor
     history: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
@@ -160,6 +162,16 @@ class LayoutInversion:
             starts.append(mean + std * torch.randn(mean.shape, generator=generator).to(mean.device))
         return torch.stack(starts)
 
+    def monitor_pairs_for(self, model, latents: torch.Tensor):
+        """The monitor's fixed pairs for these latents: (timesteps (M,), image noise (M, C, h, w),
+        prior noise (M, L, width)), on the latents' device."""
+        num_timesteps = model.scheduler.config.num_train_timesteps
+        timesteps, image_noise = fixed_pairs(self.monitor_pairs, tuple(latents.shape[1:]), num_timesteps,
+                                             self.seed + 2)
+        shape = (self.monitor_pairs, model.tokenizer.sequence_length, model.layout_encoder.config.width)
+        prior_noise = torch.randn(shape, generator=torch.Generator().manual_seed(self.seed + 3))
+        return timesteps.to(latents.device), image_noise.to(latents.device), prior_noise.to(latents.device)
+
     # ---- the loop --------------------------------------------------------------------------------------------
     def __call__(self, model, latents: torch.Tensor, image_seeds: list[int]) -> InversionResult:
         """Invert a batch.
@@ -177,18 +189,15 @@ class LayoutInversion:
         timesteps, image_noise = fixed_pairs(self.num_pairs, tuple(latents.shape[1:]), num_timesteps, self.seed)
         prior_noise = torch.randn((self.num_pairs, length, width),
                                   generator=torch.Generator().manual_seed(self.seed + 1))
-        monitor_t, monitor_image_noise = fixed_pairs(self.monitor_pairs, tuple(latents.shape[1:]), num_timesteps,
-                                                     self.seed + 2)
-        monitor_prior_noise = torch.randn((self.monitor_pairs, length, width),
-                                          generator=torch.Generator().manual_seed(self.seed + 3))
         timesteps, image_noise, prior_noise = timesteps.to(device), image_noise.to(device), prior_noise.to(device)
-        monitor = (monitor_t.to(device), monitor_image_noise.to(device), monitor_prior_noise.to(device))
+        monitor = self.monitor_pairs_for(model, latents)
         order_generator = torch.Generator().manual_seed(self.seed + 4)
 
         embeddings = self.initial_embeddings(model, image_seeds).requires_grad_(True)
         optimizer = torch.optim.Adam([embeddings], lr=self.learning_rate)
         vocabulary = model.layout_encoder.vocabulary().detach()
         best_tokens = self.snapped_tokens(model, embeddings.detach())
+        best_embeddings = embeddings.detach().clone()
         best_loss = torch.full((batch,), float("inf"), device=device)
         stale_checks = torch.zeros(batch, dtype=torch.int64)
         stop_step = torch.full((batch,), self.max_steps, dtype=torch.int64)
@@ -197,13 +206,14 @@ class LayoutInversion:
         order, cursor = torch.randperm(self.num_pairs, generator=order_generator), 0
 
         def check(step: int) -> None:
-            nonlocal best_tokens
+            nonlocal best_tokens, best_embeddings
             with torch.no_grad():
                 tokens = self.snapped_tokens(model, embeddings)
                 loss = self.posterior_loss(model, latents, vocabulary[tokens], *monitor)
             improved = (loss < best_loss) & active.to(device)
             best_loss[improved] = loss[improved]
             best_tokens = torch.where(improved[:, None], tokens, best_tokens)
+            best_embeddings = torch.where(improved[:, None, None], embeddings.detach(), best_embeddings)
             stale_checks[improved.cpu()] = 0
             stale_checks[~improved.cpu() & active] += 1
             if self.record_history:
@@ -233,4 +243,4 @@ class LayoutInversion:
                 active &= ~stopping
                 if not active.any():
                     break
-        return InversionResult(best_tokens, best_loss.cpu(), stop_step, history)
+        return InversionResult(best_tokens, best_embeddings, best_loss.cpu(), stop_step, history)

@@ -28,8 +28,8 @@ from detectron2.structures import Boxes, Instances
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
-from ..inversion import LayoutInversion
-from ..layout import LayoutTokenizer
+from ..inversion import SCORES, LayoutInversion, leave_one_out_scores, margin_scores
+from ..layout import DecodedLayout, LayoutTokenizer
 from .denoising import denoising_error
 from .first_stage import FirstStage
 from .layout_encoder import LayoutEncoderModel
@@ -61,7 +61,8 @@ class DIVE(nn.Module):
         train_prior: bool = True,
         shuffle_seed: int = 0,
         inversion: LayoutInversion | None = None,
-        score: str = "constant",
+        score: str = "leave_one_out",
+        score_temperature: float = 0.01,
     ):
         """
         Args:
@@ -73,7 +74,7 @@ class DIVE(nn.Module):
             train_image_model / train_prior: which model's parameters train (the others are frozen).
             shuffle_seed: seed of the generator that shuffles object order in training layouts.
             inversion: the engine used in eval mode (default settings when None).
-            score: detection confidence; "constant" gives every decoded object 1.0.
+            score, score_temperature: detection confidence, see dive_d2/inversion/scoring.py.
         """
         super().__init__()
         if not (train_image_model or train_prior):
@@ -94,10 +95,11 @@ class DIVE(nn.Module):
         self.train_image_model = train_image_model
         self.train_prior = train_prior
         self.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
-        if score != "constant":
-            raise ValueError(f"DIVE: score {score!r} is not implemented; only 'constant' exists yet")
+        if score not in SCORES:
+            raise ValueError(f"DIVE: score must be one of {SCORES}, got {score!r}")
         self.inversion = inversion if inversion is not None else LayoutInversion()
         self.score = score
+        self.score_temperature = score_temperature
         # Images in [0, 255] map to [-1, 1]; the buffer also tells the model's device.
         self.register_buffer("pixel_mean", torch.tensor(127.5), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(127.5), persistent=False)
@@ -122,6 +124,7 @@ class DIVE(nn.Module):
             "shuffle_seed": max(cfg.SEED, 0),
             "inversion": LayoutInversion(cfg),
             "score": dive.INVERSION.SCORE,
+            "score_temperature": dive.INVERSION.SCORE_TEMPERATURE,
         }
 
     @property
@@ -206,16 +209,30 @@ class DIVE(nn.Module):
             item["image"].cpu().numpy().tobytes()).hexdigest()
         return int(hashlib.sha256(f"{self.inversion.seed}:{key}".encode()).hexdigest()[:15], 16)
 
-    def detections_from_tokens(self, tokens: torch.Tensor, height: int, width: int) -> Instances:
-        """Decode one layout into Instances in pixels of a height x width image; exact duplicates (same
-        class and box) are merged."""
-        decoded = self.tokenizer.decode(tokens, height, width)
-        rows = torch.cat([decoded.classes[:, None].float(), decoded.boxes], dim=1)
-        unique = torch.unique(rows, dim=0) if len(rows) else rows
+    def object_scores(self, latents: torch.Tensor, tokens: torch.Tensor, embeddings: torch.Tensor,
+                      slots: torch.Tensor) -> torch.Tensor:
+        """(K,) confidences of the objects in ``slots`` of one inverted layout (tokens (L,), embeddings
+        (L, width), latents (1, C, h, w))."""
+        if self.score == "leave_one_out":
+            return leave_one_out_scores(self, self.inversion, latents, tokens, slots, self.score_temperature)
+        if self.score == "margin":
+            return margin_scores(self, embeddings, slots, self.inversion.metric)
+        return torch.ones(len(slots), device=self.device)
+
+    def detections_from_layout(self, decoded: DecodedLayout, scores: torch.Tensor, height: int,
+                               width: int) -> Instances:
+        """Instances (pixels of a height x width image) of a decoded layout and its (K,) object scores.
+        Objects with the same class and box are merged, keeping the highest score."""
+        best: dict[tuple, float] = {}
+        for cls, box, score in zip(decoded.classes.tolist(), decoded.boxes.tolist(), scores.tolist(), strict=True):
+            key = (cls, *box)
+            best[key] = max(best.get(key, float("-inf")), score)
+        keys = sorted(best, key=lambda k: -best[k])
         instances = Instances((height, width))
-        instances.pred_boxes = Boxes(unique[:, 1:].to(self.device))
-        instances.pred_classes = unique[:, 0].long().to(self.device)
-        instances.scores = torch.ones(len(unique), device=self.device)
+        instances.pred_boxes = Boxes(torch.tensor([k[1:] for k in keys], dtype=torch.float32).reshape(-1, 4)
+                                     .to(self.device))
+        instances.pred_classes = torch.tensor([k[0] for k in keys], dtype=torch.int64, device=self.device)
+        instances.scores = torch.tensor([best[k] for k in keys], dtype=torch.float32, device=self.device)
         return instances
 
     def inference(self, batched_inputs: list[dict]) -> list[dict]:
@@ -224,12 +241,15 @@ class DIVE(nn.Module):
         with torch.enable_grad():  # Detectron2 runs inference under no_grad; the inversion needs gradients
             result = self.inversion(self, latents, [self.image_seed(item) for item in batched_inputs])
         outputs = []
-        for item, tokens, steps in zip(batched_inputs, result.tokens, result.stop_step.tolist(), strict=True):
+        for index, item in enumerate(batched_inputs):
             height, width = item["image"].shape[-2:]
-            detections = self.detections_from_tokens(tokens, height, width)
+            decoded = self.tokenizer.decode(result.tokens[index], height, width)
+            scores = self.object_scores(latents[index : index + 1], result.tokens[index], result.embeddings[index],
+                                        decoded.slots)
+            detections = self.detections_from_layout(decoded, scores, height, width)
             outputs.append({
                 "instances": detector_postprocess(detections, item.get("height", height), item.get("width", width)),
-                "inversion_steps": steps,
+                "inversion_steps": int(result.stop_step[index]),
             })
         logger.info("DIVE inverted %d image(s): stopping steps %s", len(outputs), result.stop_step.tolist())
         return outputs
