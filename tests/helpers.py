@@ -20,3 +20,14 @@ def setup_cfg(config_file: str, *opts: str, output_dir: str):
     args = train_net.default_argument_parser().parse_args(
         ["--config-file", config_file, *opts, "OUTPUT_DIR", output_dir])
     return train_net, train_net.setup(args)
+
+
+# A DIVE small enough for tests (16x16 input, 9x9 grid, two UNet levels); appended to a DIVE config.
+TINY_DIVE_OPTS = (
+    "MODEL.DEVICE", "cpu", "MODEL.DIVE.INPUT_SIZE", "16", "MODEL.DIVE.GRID_SIZE", "9",
+    "MODEL.DIVE.UNET.BLOCK_OUT_CHANNELS", "(8, 16)", "MODEL.DIVE.UNET.NORM_NUM_GROUPS", "4",
+    "MODEL.DIVE.UNET.DOWN_BLOCK_TYPES", "('DownBlock2D', 'CrossAttnDownBlock2D')",
+    "MODEL.DIVE.UNET.UP_BLOCK_TYPES", "('CrossAttnUpBlock2D', 'UpBlock2D')",
+    "MODEL.DIVE.UNET.ATTENTION_HEADS", "2", "MODEL.DIVE.LAYOUT_ENCODER.WIDTH", "16",
+    "MODEL.DIVE.LAYOUT_ENCODER.NUM_HEADS", "2", "MODEL.DIVE.PRIOR.WIDTH", "32", "MODEL.DIVE.PRIOR.NUM_LAYERS", "1",
+)

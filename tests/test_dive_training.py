@@ -11,21 +11,14 @@ from detectron2.structures import Boxes, Instances
 
 from dive_d2 import add_dive_config
 
-from .helpers import REPO_ROOT
+from .helpers import REPO_ROOT, TINY_DIVE_OPTS
 
 
 def tiny_cfg(*opts):
     cfg = get_cfg()
     add_dive_config(cfg)
     cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "shapes", "dive_image.yaml"))
-    cfg.merge_from_list([
-        "MODEL.DEVICE", "cpu", "MODEL.DIVE.INPUT_SIZE", "16", "MODEL.DIVE.GRID_SIZE", "9",
-        "MODEL.DIVE.UNET.BLOCK_OUT_CHANNELS", "(8, 16)", "MODEL.DIVE.UNET.NORM_NUM_GROUPS", "4",
-        "MODEL.DIVE.UNET.DOWN_BLOCK_TYPES", "('DownBlock2D', 'CrossAttnDownBlock2D')",
-        "MODEL.DIVE.UNET.UP_BLOCK_TYPES", "('CrossAttnUpBlock2D', 'UpBlock2D')",
-        "MODEL.DIVE.UNET.ATTENTION_HEADS", "2", "MODEL.DIVE.LAYOUT_ENCODER.WIDTH", "16",
-        "MODEL.DIVE.LAYOUT_ENCODER.NUM_HEADS", "2", "MODEL.DIVE.PRIOR.WIDTH", "32", "MODEL.DIVE.PRIOR.NUM_LAYERS", "1",
-        "MODEL.DIVE.TRAIN_PRIOR", "True", *opts])
+    cfg.merge_from_list([*TINY_DIVE_OPTS, "MODEL.DIVE.TRAIN_PRIOR", "True", *opts])
     return cfg
 
 

@@ -113,3 +113,20 @@ def test_leave_one_out_score_rises_with_the_evidence():
             without[3 * slot : 3 * slot + 3] = model.tokenizer.none_token
             rise = model.inversion.posterior_loss(model, latents, vocabulary[without][None], *monitor) - full
             assert torch.isclose(score, torch.sigmoid(rise / 0.01)[0], atol=1e-5)
+
+
+def test_eval_only_through_train_net_reports_coco_and_stopping_steps(tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_train_net
+
+    model = tiny_model()
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("tiny")
+    config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
+    opts = ["--eval-only", "MODEL.WEIGHTS", str(tmp_path / "tiny.pth"), "DATASETS.TEST_LIMIT", "2",
+            *TINY_DIVE_OPTS, *TINY_INVERSION]
+    train_net = load_train_net()
+    results = train_net.main(train_net.default_argument_parser().parse_args(
+        ["--config-file", config, *opts, "OUTPUT_DIR", str(tmp_path / "out")]))
+    assert {"AP", "AP50", "AP75"} <= set(results["bbox"])
+    assert results["inversion"]["images"] == 2 and 1 <= results["inversion"]["mean_stop_step"] <= 6

@@ -16,18 +16,19 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
 
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2 import add_dive_config
 from dive_d2.data import build_train_mapper, prepare_datasets_from_config
+from dive_d2.evaluation import InversionStatsEvaluator
 from dive_d2.solver import build_optimizer
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with COCOEvaluator (bounding boxes), the optimizer chosen by SOLVER.OPTIMIZER, and a
-    layout-only data mapper when only a prior trains."""
+    """DefaultTrainer with COCOEvaluator (for DIVE also the inversion's stopping steps), the optimizer
+    chosen by SOLVER.OPTIMIZER, and a layout-only data mapper when only a prior trains."""
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -40,7 +41,10 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
+        coco = COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
+        if cfg.MODEL.META_ARCHITECTURE == "DIVE":
+            return DatasetEvaluators([coco, InversionStatsEvaluator()])
+        return coco
 
 
 def setup(args):

@@ -1,6 +1,7 @@
 """Evaluation helpers beyond COCOEvaluator: checks of the generative models."""
 
 from ..modeling.denoising import fixed_pairs
+from .inversion_stats import InversionStatsEvaluator
 from .layout_ranking import CORRUPTIONS, corrupt_layout, layout_errors
 
-__all__ = ["CORRUPTIONS", "corrupt_layout", "fixed_pairs", "layout_errors"]
+__all__ = ["CORRUPTIONS", "InversionStatsEvaluator", "corrupt_layout", "fixed_pairs", "layout_errors"]
