@@ -11,11 +11,10 @@ import argparse
 import time
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from dive_d2 import add_dive_config
+from dive_d2.loading import load_config
 
 
 def random_batch(batch_size: int, generator: torch.Generator) -> list[dict]:
@@ -37,10 +36,7 @@ def main() -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
 
-    cfg = get_cfg()
-    add_dive_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu", *args.opts])
+    cfg = load_config(args.config_file, args.opts)
     torch.manual_seed(0)
     model = build_model(cfg).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

@@ -11,11 +11,7 @@ config.json). Load them back with ``MODEL.DIVE.PRETRAINED_DIR <out>``, or part b
 
 import argparse
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
-
-from dive_d2 import add_dive_config
+from dive_d2.loading import load_config, load_model
 
 
 def main() -> None:
@@ -26,12 +22,8 @@ def main() -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config KEY VALUE pairs")
     args = parser.parse_args()
 
-    cfg = get_cfg()
-    add_dive_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *args.opts])
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(args.weights)
+    cfg = load_config(args.config_file, args.opts)
+    model = load_model(cfg, args.weights)
     model.save_pretrained(args.out)
     print(f"wrote {args.out}/{{layout_encoder,unet,prior,scheduler}}")
 

@@ -25,14 +25,11 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.modeling import build_model
 from tqdm import tqdm
 
-from dive_d2 import add_dive_config
 from dive_d2.data import ground_truth_layout, write_coco_dataset
+from dive_d2.loading import load_config, load_model
 from dive_d2.sampling import generate_images
 from dive_d2.visualization import draw_layout, image_grid
 
@@ -51,12 +48,8 @@ def main() -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config KEY VALUE pairs")
     args = parser.parse_args()
 
-    cfg = get_cfg()
-    add_dive_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu", *args.opts])
-    model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(args.weights)
+    cfg = load_config(args.config_file, args.opts)
+    model = load_model(cfg, args.weights)
     tokenizer = model.tokenizer
     class_names = MetadataCatalog.get(args.dataset).thing_classes
 

@@ -16,22 +16,16 @@ import json
 import os
 
 import cv2
-import matplotlib
+import matplotlib.pyplot as plt  # headless machines fall back to the Agg backend
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from scipy.stats import wasserstein_distance
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
-from detectron2.modeling import build_model  # noqa: E402
-from scipy.stats import wasserstein_distance  # noqa: E402
-
-from dive_d2 import add_dive_config  # noqa: E402
-from dive_d2.data import ground_truth_layout  # noqa: E402
-from dive_d2.sampling import sample_layouts  # noqa: E402
-from dive_d2.visualization import draw_layout, image_grid  # noqa: E402
+from dive_d2.data import ground_truth_layout
+from dive_d2.loading import load_config, load_model
+from dive_d2.sampling import sample_layouts
+from dive_d2.visualization import draw_layout, image_grid
 
 FEATURES = ("objects per layout", "class", "width", "height", "centre x", "centre y")
 FRAME = 64  # layouts are compared in pixels of a FRAME x FRAME image
@@ -62,12 +56,8 @@ def main() -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config KEY VALUE pairs")
     args = parser.parse_args()
 
-    cfg = get_cfg()
-    add_dive_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu", *args.opts])
-    model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(args.weights)
+    cfg = load_config(args.config_file, args.opts)
+    model = load_model(cfg, args.weights)
     tokenizer = model.tokenizer
     dataset = cfg.DATASETS.TRAIN[0]
     class_names = MetadataCatalog.get(dataset).thing_classes

@@ -14,16 +14,13 @@ import argparse
 import json
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.data import detection_utils as utils
-from detectron2.modeling import build_model
 from tqdm import tqdm
 
-from dive_d2 import add_dive_config
 from dive_d2.data import ground_truth_layout
 from dive_d2.evaluation import CORRUPTIONS, corrupt_layout, fixed_pairs, layout_errors
+from dive_d2.loading import load_config, load_model
 
 
 def main() -> None:
@@ -38,12 +35,8 @@ def main() -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config KEY VALUE pairs")
     args = parser.parse_args()
 
-    cfg = get_cfg()
-    add_dive_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu", *args.opts])
-    model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(args.weights)
+    cfg = load_config(args.config_file, args.opts)
+    model = load_model(cfg, args.weights)
     tokenizer = model.tokenizer
     size = model.input_size // model.first_stage.downsample
     timesteps, noise = fixed_pairs(args.pairs, (model.first_stage.channels, size, size),

@@ -13,15 +13,12 @@ import os
 
 import cv2
 import numpy as np
-import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 
-from dive_d2 import add_dive_config
+from dive_d2.loading import load_config
 from dive_d2.visualization import image_grid
 
 
@@ -40,13 +37,7 @@ def main() -> None:
     metadata = MetadataCatalog.get(args.dataset)
     predictor = None
     if args.config_file:
-        cfg = get_cfg()
-        add_dive_config(cfg)
-        cfg.merge_from_file(args.config_file)
-        cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-        cfg.MODEL.WEIGHTS = args.weights
-        predictor = DefaultPredictor(cfg)
-        DetectionCheckpointer(predictor.model).load(args.weights)
+        predictor = DefaultPredictor(load_config(args.config_file, ["MODEL.WEIGHTS", args.weights]))
     tiles = []
     for record in DatasetCatalog.get(args.dataset)[: args.num_images]:
         rgb = utils.read_image(record["file_name"], format="RGB")
