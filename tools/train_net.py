@@ -18,6 +18,7 @@ from detectron2.data import build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2 import add_dive_config
@@ -58,6 +59,7 @@ def setup(args):
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="dive_d2")
     return cfg
 
 
