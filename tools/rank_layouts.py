@@ -13,13 +13,10 @@ images where the true layout has the lower error.
 import argparse
 import json
 
-import torch
 from detectron2.data import DatasetCatalog
-from detectron2.data import detection_utils as utils
 from tqdm import tqdm
 
-from dive_d2.data import ground_truth_layout
-from dive_d2.evaluation import CORRUPTIONS, corrupt_layout, fixed_pairs, layout_errors
+from dive_d2.evaluation import CORRUPTIONS, fixed_pairs, rank_record
 from dive_d2.loading import load_config, load_model
 
 
@@ -37,27 +34,18 @@ def main() -> None:
 
     cfg = load_config(args.config_file, args.opts)
     model = load_model(cfg, args.weights)
-    tokenizer = model.tokenizer
     size = model.input_size // model.first_stage.downsample
     timesteps, noise = fixed_pairs(args.pairs, (model.first_stage.channels, size, size),
                                    model.scheduler.config.num_train_timesteps, args.seed)
 
     wins = dict.fromkeys(CORRUPTIONS, 0)
     images = 0
-    for d in tqdm(DatasetCatalog.get(args.dataset)[: args.num_images], desc="ranking layouts"):
-        if not d["annotations"]:
+    for record in tqdm(DatasetCatalog.get(args.dataset)[: args.num_images], desc="ranking layouts"):
+        if not record["annotations"]:
             continue
-        image = utils.read_image(d["file_name"], format=cfg.INPUT.FORMAT)
-        item = {"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}
-        latents = model.first_stage.encode(model.preprocess_images([item]))
-        boxes, classes = ground_truth_layout(d)
-        layouts = [(boxes, classes)] + [
-            corrupt_layout(boxes, classes, kind, image.shape[1], tokenizer.num_classes) for kind in CORRUPTIONS]
-        tokens = torch.stack([tokenizer.encode(b, c, *image.shape[:2]) for b, c in layouts]).to(model.device)
-        errors = layout_errors(model, latents.expand(len(tokens), -1, -1, -1), tokens, timesteps, noise)
         images += 1
-        for kind, error in zip(CORRUPTIONS, errors[1:], strict=True):
-            wins[kind] += int(errors[0] < error)
+        for kind, won in rank_record(model, record, timesteps, noise, image_format=cfg.INPUT.FORMAT).items():
+            wins[kind] += int(won)
 
     print(f"{args.dataset}: true layout has the lower denoising error in, of {images} images:")
     for kind in CORRUPTIONS:

@@ -2,6 +2,6 @@
 
 from ..modeling.denoising import fixed_pairs
 from .inversion_stats import InversionStatsEvaluator
-from .layout_ranking import CORRUPTIONS, corrupt_layout, layout_errors
+from .layout_ranking import CORRUPTIONS, corrupt_layout, layout_errors, rank_record
 
-__all__ = ["CORRUPTIONS", "InversionStatsEvaluator", "corrupt_layout", "fixed_pairs", "layout_errors"]
+__all__ = ["CORRUPTIONS", "InversionStatsEvaluator", "corrupt_layout", "fixed_pairs", "layout_errors", "rank_record"]

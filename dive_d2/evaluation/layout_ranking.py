@@ -9,6 +9,9 @@ error is the signal that inversion follows.
 from __future__ import annotations
 
 import torch
+from detectron2.data import detection_utils as utils
+
+from ..data import ground_truth_layout
 
 CORRUPTIONS = ("moved", "class_changed", "dropped")
 
@@ -58,3 +61,19 @@ def layout_errors(model, latents: torch.Tensor, tokens: torch.Tensor, timesteps:
             latent.expand(count, -1, -1, -1), embedding.expand(count, -1, -1),
             timesteps.to(latents.device), noise.to(latents.device)).mean())
     return torch.stack(errors)
+
+
+def rank_record(model, record: dict, timesteps: torch.Tensor, noise: torch.Tensor,
+                corruptions: tuple[str, ...] = CORRUPTIONS, image_format: str = "BGR") -> dict[str, bool]:
+    """For one Detectron2 dataset dict with at least one object: does its true layout have a lower
+    denoising error than each corruption? Returns {corruption: True if the true layout wins}."""
+    image = utils.read_image(record["file_name"], format=image_format)
+    item = {"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}
+    latents = model.first_stage.encode(model.preprocess_images([item]))
+    boxes, classes = ground_truth_layout(record)
+    height, width = image.shape[:2]
+    layouts = [(boxes, classes)] + [corrupt_layout(boxes, classes, kind, width, model.tokenizer.num_classes)
+                                    for kind in corruptions]
+    tokens = torch.stack([model.tokenizer.encode(b, c, height, width) for b, c in layouts]).to(model.device)
+    errors = layout_errors(model, latents.expand(len(tokens), -1, -1, -1), tokens, timesteps, noise)
+    return {kind: bool(errors[0] < error) for kind, error in zip(corruptions, errors[1:], strict=True)}
