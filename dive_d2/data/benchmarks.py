@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from tqdm import tqdm
 
@@ -147,8 +146,3 @@ def register_benchmarks(loader: Callable[[str], list[dict[str, Any]]] = load_ben
             continue
         DatasetCatalog.register(name, partial(loader, name))
         MetadataCatalog.get(name).set(thing_classes=list(split.class_names), evaluator_type="coco")
-
-
-def benchmark_image(name: str, index: int) -> np.ndarray:
-    """Image ``index`` of a registered split as (H, W, 3) uint8 RGB, without touching the cache."""
-    return BENCHMARK_SPLITS[name].generate(index).image

@@ -24,6 +24,14 @@ from dataclasses import dataclass
 import torch
 
 
+def corner_grid_points(grid_size: int) -> torch.Tensor:
+    """(grid_size**2, 2) float32 normalised (x, y) in [0, 1] of every corner token, in token order
+    (row-major: x varies fastest)."""
+    ticks = torch.linspace(0.0, 1.0, grid_size)
+    rows, cols = torch.meshgrid(ticks, ticks, indexing="ij")
+    return torch.stack([cols.reshape(-1), rows.reshape(-1)], dim=1)
+
+
 @dataclass(frozen=True)
 class DecodedLayout:
     """Objects read back from a token sequence.
@@ -83,10 +91,8 @@ class LayoutTokenizer:
         return allowed
 
     def corner_grid_points(self) -> torch.Tensor:
-        """(grid_size**2, 2) float32 normalised (x, y) in [0, 1] of every corner token, in token order."""
-        ticks = torch.linspace(0.0, 1.0, self.grid_size)
-        rows, cols = torch.meshgrid(ticks, ticks, indexing="ij")
-        return torch.stack([cols.reshape(-1), rows.reshape(-1)], dim=1)
+        """(grid_size**2, 2) normalised (x, y) of every corner token, in token order."""
+        return corner_grid_points(self.grid_size)
 
     def max_quantisation_error_px(self, height: float, width: float) -> tuple[float, float]:
         """Largest error, in pixels of an image of that size, the grid causes on an x and a y coordinate."""

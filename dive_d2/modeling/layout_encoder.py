@@ -20,6 +20,8 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from ..layout.tokenizer import corner_grid_points
+
 
 def fourier_features(points: torch.Tensor, num_frequencies: int) -> torch.Tensor:
     """sin/cos features of normalised 2-D points.
@@ -60,9 +62,7 @@ class LayoutEncoderModel(ModelMixin, ConfigMixin):
             raise ValueError(f"coordinate_embedding must be 'free' or 'fourier', got {coordinate_embedding!r}")
         self.class_rows = nn.Parameter(torch.randn(num_classes, width) * 0.5)
         self.none_row = nn.Parameter(torch.randn(1, width) * 0.5)
-        ticks = torch.linspace(0.0, 1.0, grid_size)
-        rows, cols = torch.meshgrid(ticks, ticks, indexing="ij")
-        self.register_buffer("grid_points", torch.stack([cols.reshape(-1), rows.reshape(-1)], 1), persistent=False)
+        self.register_buffer("grid_points", corner_grid_points(grid_size), persistent=False)
         if coordinate_embedding == "free":
             self.coordinate_rows = nn.Parameter(torch.randn(grid_size**2, width) * 0.5)
         else:
