@@ -113,14 +113,19 @@ class LayoutInversion:
         }
 
     # ---- pieces ----------------------------------------------------------------------------------------------
-    def snapped_tokens(self, model, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, L, width) -> (B, L) nearest allowed tokens."""
-        return nearest_allowed_tokens(embeddings, model.layout_encoder.vocabulary().detach(),
-                                      model.tokenizer.allowed_tokens(), self.metric)
+    def snapped_tokens(self, model, embeddings: torch.Tensor, vocabulary: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, width) -> (B, L) nearest allowed tokens. ``vocabulary``: the model's table, if already
+        computed (it is a projection of every grid point in the Fourier mode)."""
+        if vocabulary is None:
+            vocabulary = model.layout_encoder.vocabulary().detach()
+        return nearest_allowed_tokens(embeddings, vocabulary, model.tokenizer.allowed_tokens(), self.metric)
 
-    def straight_through(self, model, embeddings: torch.Tensor) -> torch.Tensor:
+    def straight_through(self, model, embeddings: torch.Tensor, vocabulary: torch.Tensor | None = None
+                         ) -> torch.Tensor:
         """v' = v + (snap(v) - v).detach(): forward value on vocabulary rows, gradient to v."""
-        snapped = model.layout_encoder.vocabulary().detach()[self.snapped_tokens(model, embeddings)]
+        if vocabulary is None:
+            vocabulary = model.layout_encoder.vocabulary().detach()
+        snapped = vocabulary[self.snapped_tokens(model, embeddings, vocabulary)]
         return embeddings + (snapped - embeddings).detach()
 
     def posterior_loss(self, model, latents, embeddings, timesteps, image_noise, prior_noise) -> torch.Tensor:
@@ -147,20 +152,19 @@ class LayoutInversion:
 
     def initial_embeddings(self, model, image_seeds: list[int]) -> torch.Tensor:
         """(B, L, width) starting points, one per image, drawn with that image's seed."""
+        if self.initialisation == "prior":
+            return torch.stack([
+                sample_layout_embeddings(model, 1, torch.Generator().manual_seed(image_seed),
+                                         num_steps=self.prior_init_steps)[0]
+                for image_seed in image_seeds])
+        # Per position: mean and spread of the rows it may snap to (classes + none, or corners + none).
         vocabulary = model.layout_encoder.vocabulary().detach()
         allowed = model.tokenizer.allowed_tokens().to(vocabulary.device)
-        starts = []
-        for image_seed in image_seeds:
-            generator = torch.Generator().manual_seed(image_seed)
-            if self.initialisation == "prior":
-                starts.append(sample_layout_embeddings(model, 1, generator, num_steps=self.prior_init_steps)[0])
-                continue
-            # Per position: mean and spread of the rows it may snap to (classes + none, or corners + none).
-            rows = [vocabulary[allowed[p]] for p in range(len(allowed))]
-            mean = torch.stack([r.mean(0) for r in rows])
-            std = torch.stack([r.std(0) for r in rows])
-            starts.append(mean + std * torch.randn(mean.shape, generator=generator).to(mean.device))
-        return torch.stack(starts)
+        mean = torch.stack([vocabulary[allowed[p]].mean(0) for p in range(len(allowed))])
+        std = torch.stack([vocabulary[allowed[p]].std(0) for p in range(len(allowed))])
+        return torch.stack([
+            mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(image_seed)).to(mean.device)
+            for image_seed in image_seeds])
 
     def monitor_pairs_for(self, model, latents: torch.Tensor):
         """The monitor's fixed pairs for these latents: (timesteps (M,), image noise (M, C, h, w),
@@ -196,7 +200,7 @@ class LayoutInversion:
         embeddings = self.initial_embeddings(model, image_seeds).requires_grad_(True)
         optimizer = torch.optim.Adam([embeddings], lr=self.learning_rate)
         vocabulary = model.layout_encoder.vocabulary().detach()
-        best_tokens = self.snapped_tokens(model, embeddings.detach())
+        best_tokens = self.snapped_tokens(model, embeddings.detach(), vocabulary)
         best_embeddings = embeddings.detach().clone()
         best_loss = torch.full((batch,), float("inf"), device=device)
         stale_checks = torch.zeros(batch, dtype=torch.int64)
@@ -208,7 +212,7 @@ class LayoutInversion:
         def check(step: int) -> None:
             nonlocal best_tokens, best_embeddings
             with torch.no_grad():
-                tokens = self.snapped_tokens(model, embeddings)
+                tokens = self.snapped_tokens(model, embeddings, vocabulary)
                 loss = self.posterior_loss(model, latents, vocabulary[tokens], *monitor)
             improved = (loss < best_loss) & active.to(device)
             best_loss[improved] = loss[improved]
@@ -228,7 +232,7 @@ class LayoutInversion:
             frozen = embeddings.detach().clone()
             current = embeddings[index]
             if self.snap:
-                current = self.straight_through(model, current)
+                current = self.straight_through(model, current, vocabulary)
             loss = self.posterior_loss(model, latents[index], current, timesteps[chosen], image_noise[chosen],
                                        prior_noise[chosen]).sum()
             optimizer.zero_grad()
