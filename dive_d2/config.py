@@ -62,6 +62,16 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.UNET.LAYERS_PER_BLOCK = 1
     cfg.MODEL.DIVE.UNET.ATTENTION_HEADS = 4
     cfg.MODEL.DIVE.UNET.NORM_NUM_GROUPS = 8
+    # Two extra UNet input channels holding each pixel's normalised (x, y): convolutions are translation
+    # equivariant, so without them the UNet learns where a box is only from zero-padding effects, slowly.
+    cfg.MODEL.DIVE.UNET.COORDINATE_CHANNELS = True
+
+    # Full-resolution layout view joining the UNet input (dive_d2/modeling/spatial_layout.py): each latent
+    # pixel attends over the encoded layout with a query made from its position; 0 channels turns it off.
+    cfg.MODEL.DIVE.SPATIAL_MAP = CN()
+    cfg.MODEL.DIVE.SPATIAL_MAP.CHANNELS = 8
+    cfg.MODEL.DIVE.SPATIAL_MAP.NUM_HEADS = 4
+    cfg.MODEL.DIVE.SPATIAL_MAP.HEAD_WIDTH = 16
 
     cfg.MODEL.DIVE.PRIOR = CN()
     cfg.MODEL.DIVE.PRIOR.WIDTH = 128
@@ -73,6 +83,9 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.MAX_STEPS = 300  # optimisation steps per image at most (paper: 2000 on COCO)
     cfg.MODEL.DIVE.INVERSION.LEARNING_RATE = 0.05  # Adam learning rate on the embedding sequence v
     cfg.MODEL.DIVE.INVERSION.NUM_PAIRS = 64  # fixed (t, noise) pairs, evenly spread timesteps, seeded noise
+    # Pairs' timesteps are spread over [0, MAX_TIMESTEP); 0 = the whole schedule (the paper). The layout signal
+    # of the small models here lives at low and middle noise (tools/rank_layouts.py per-timestep table).
+    cfg.MODEL.DIVE.INVERSION.MAX_TIMESTEP = 0
     cfg.MODEL.DIVE.INVERSION.PAIRS_PER_STEP = 16  # pairs per step, taken in a reshuffled order each pass
     cfg.MODEL.DIVE.INVERSION.MONITOR_PAIRS = 32  # a separate fixed pair set for the monitor
     cfg.MODEL.DIVE.INVERSION.MONITOR_PERIOD = 10  # steps between monitor checks
@@ -82,6 +95,9 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.METRIC = "l2"  # snapping metric: "l2" or "cosine"
     cfg.MODEL.DIVE.INVERSION.INIT = "random"  # "random" (vocabulary statistics) or "prior" (a p(y) sample)
     cfg.MODEL.DIVE.INVERSION.PRIOR_INIT_STEPS = 50  # DDIM steps of the prior sample for INIT "prior"
+    # What gradient descent moves: "embedding" (the paper's free sequence v) or "box" (per slot class logits
+    # and a sigmoid centre/size box through the smooth corner embedding); dive_d2/inversion/parameterisations.py
+    cfg.MODEL.DIVE.INVERSION.PARAMETERISATION = "embedding"
     cfg.MODEL.DIVE.INVERSION.SEED = 0  # seeds pairs and, with each image's id, its initialisation
     # Detection confidence: "leave_one_out", "margin" or "constant" (dive_d2/inversion/scoring.py).
     cfg.MODEL.DIVE.INVERSION.SCORE = "leave_one_out"

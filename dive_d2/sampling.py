@@ -66,7 +66,7 @@ def generate_images(
     sampler = make_sampling_scheduler(model, scheduler, num_steps, clip_sample=model.first_stage.kind == "pixel")
     size = model.input_size // model.first_stage.downsample
     shape = (len(tokens), model.first_stage.channels, size, size)
-    latents = _denoise(lambda x, t: model.unet(x, t, encoder_hidden_states=context).sample, shape, sampler,
+    latents = _denoise(lambda x, t: model.predict_image_noise(x, t, context), shape, sampler,
                        generator, model.device, progress)
     images = model.first_stage.decode(latents)
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

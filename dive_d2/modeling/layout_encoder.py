@@ -78,9 +78,29 @@ class LayoutEncoderModel(ModelMixin, ConfigMixin):
         if self.config.coordinate_embedding == "free":
             coordinate_rows = self.coordinate_rows
         else:
-            features = fourier_features(self.grid_points, self.config.num_frequencies)
-            coordinate_rows = self.coordinate_projection(features)
+            coordinate_rows = self.corner_embeddings(self.grid_points)
         return torch.cat([self.class_rows, coordinate_rows, self.none_row], dim=0)
+
+    def corner_embeddings(self, points: torch.Tensor) -> torch.Tensor:
+        """Embeddings of corners anywhere in the frame, a smooth function of their position.
+
+        Args:
+            points: (..., 2) normalised (x, y) in [0, 1].
+
+        Returns:
+            (..., width). At a grid point this is exactly that corner token's row. "fourier": the learned
+            map of the point's sin/cos features; "free": bilinear interpolation between the four nearest rows.
+        """
+        flat = points.reshape(-1, 2)
+        if self.config.coordinate_embedding == "fourier":
+            rows = self.coordinate_projection(fourier_features(flat, self.config.num_frequencies))
+        else:
+            size = self.config.grid_size
+            table = self.coordinate_rows.T.reshape(1, -1, size, size)  # (1, width, rows=y, columns=x)
+            # align_corners=True puts -1 and 1 on the centres of the first and last grid points.
+            rows = nn.functional.grid_sample(table, (flat * 2 - 1)[None, None], mode="bilinear",
+                                             align_corners=True)[0, :, 0].T
+        return rows.reshape(*points.shape[:-1], -1)
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L) int64 token ids -> (B, L, width) rows of ``vocabulary()``."""

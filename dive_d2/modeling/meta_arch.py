@@ -34,11 +34,26 @@ from .denoising import denoising_error
 from .first_stage import FirstStage
 from .layout_encoder import LayoutEncoderModel
 from .layout_prior import LayoutPriorTransformer, prior_input_scale
+from .spatial_layout import SpatialLayoutMap
 
 logger = logging.getLogger(__name__)
 
+# Extra UNet input channels of MODEL.DIVE.UNET.COORDINATE_CHANNELS: x and y.
+COORDINATE_CHANNELS = 2
+
+
+def coordinate_planes(latents: torch.Tensor) -> torch.Tensor:
+    """(B, 2, h, w) planes holding each pixel centre's x and y, normalised to [-1, 1], for latents (B, C, h, w)."""
+    batch, _, height, width = latents.shape
+    ys = (torch.arange(height, device=latents.device, dtype=latents.dtype) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=latents.device, dtype=latents.dtype) + 0.5) / width * 2 - 1
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x, grid_y]).expand(batch, -1, -1, -1)
+
+
 # Sub-folders of a save_pretrained export, one per diffusion part.
 PART_FOLDERS = ("layout_encoder", "unet", "prior", "scheduler")
+OPTIONAL_PART_FOLDERS = ("spatial_map",)
 
 
 @META_ARCH_REGISTRY.register()
@@ -60,6 +75,7 @@ class DIVE(nn.Module):
         train_image_model: bool = True,
         train_prior: bool = True,
         shuffle_seed: int = 0,
+        spatial_map: SpatialLayoutMap | None = None,
         inversion: LayoutInversion | None = None,
         score: str = "leave_one_out",
         score_temperature: float = 0.01,
@@ -73,6 +89,7 @@ class DIVE(nn.Module):
             input_format: channel order of ``batched_inputs[i]["image"]``: "BGR" (Detectron2's default) or "RGB".
             train_image_model / train_prior: which model's parameters train (the others are frozen).
             shuffle_seed: seed of the generator that shuffles object order in training layouts.
+            spatial_map: optional part of p(x|y) whose output channels join the UNet's input.
             inversion: the engine used in eval mode (default settings when None).
             score, score_temperature: detection confidence, see dive_d2/inversion/scoring.py.
         """
@@ -81,6 +98,12 @@ class DIVE(nn.Module):
             raise ValueError("DIVE: at least one of MODEL.DIVE.TRAIN_IMAGE_MODEL / TRAIN_PRIOR must be true")
         if input_format not in ("BGR", "RGB"):
             raise ValueError(f"DIVE: input_format must be 'BGR' or 'RGB', got {input_format!r}")
+        map_channels = spatial_map.config.channels if spatial_map is not None else 0
+        extra_channels = unet.config.in_channels - unet.config.out_channels - map_channels
+        if extra_channels not in (0, COORDINATE_CHANNELS):
+            raise ValueError(f"DIVE: the UNet's in_channels ({unet.config.in_channels}) must equal its "
+                             f"out_channels ({unet.config.out_channels}) plus the spatial map's {map_channels}, or "
+                             f"exceed that by {COORDINATE_CHANNELS} coordinate channels")
         if input_size % first_stage.downsample:
             raise ValueError(f"DIVE: input_size {input_size} is not a multiple of the first stage's "
                              f"downsampling {first_stage.downsample}")
@@ -88,9 +111,11 @@ class DIVE(nn.Module):
         self.first_stage = first_stage.requires_grad_(False)
         self.layout_encoder = layout_encoder.requires_grad_(train_image_model)
         self.unet = unet.requires_grad_(train_image_model)
+        self.spatial_map = spatial_map.requires_grad_(train_image_model) if spatial_map is not None else None
         self.prior = prior.requires_grad_(train_prior)
         self.scheduler = scheduler
         self.input_size = input_size
+        self.coordinate_channels = extra_channels == COORDINATE_CHANNELS
         self.input_format = input_format
         self.train_image_model = train_image_model
         self.train_prior = train_prior
@@ -169,11 +194,19 @@ class DIVE(nn.Module):
     def image_denoising_error(self, latents, token_embeddings, timesteps, noise) -> torch.Tensor:
         """(B,) denoising error of p(x|y) for latents (B, C, h, w) given (B, L, width) layout embeddings."""
         context = self.layout_encoder(token_embeddings)
+        return denoising_error(lambda noisy, t: self.predict_image_noise(noisy, t, context), latents, timesteps,
+                               noise, self.scheduler)
 
-        def predict(noisy, t):
-            return self.unet(noisy, t, encoder_hidden_states=context).sample
-
-        return denoising_error(predict, latents, timesteps, noise, self.scheduler)
+    def predict_image_noise(self, noisy: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The UNet's noise prediction (B, C, h, w) for noisy latents (B, C, h, w) at (B,) timesteps, given the
+        layout encoder's (B, L, width) output; the coordinate planes and the spatial layout map join the
+        UNet's input when the model has them."""
+        inputs = [noisy]
+        if self.coordinate_channels:
+            inputs.append(coordinate_planes(noisy))
+        if self.spatial_map is not None:
+            inputs.append(self.spatial_map(context, *noisy.shape[-2:]))
+        return self.unet(torch.cat(inputs, dim=1), timesteps, encoder_hidden_states=context).sample
 
     def prior_denoising_error(self, token_embeddings, timesteps, noise) -> torch.Tensor:
         """(B,) denoising error of p(y) for (B, L, width) layout embeddings."""
@@ -240,31 +273,47 @@ class DIVE(nn.Module):
         latents = self.first_stage.encode(self.preprocess_images(batched_inputs))
         with torch.enable_grad():  # Detectron2 runs inference under no_grad; the inversion needs gradients
             result = self.inversion(self, latents, [self.image_seed(item) for item in batched_inputs])
-        outputs = []
-        for index, item in enumerate(batched_inputs):
-            height, width = item["image"].shape[-2:]
-            decoded = self.tokenizer.decode(result.tokens[index], height, width)
-            scores = self.object_scores(latents[index : index + 1], result.tokens[index], result.embeddings[index],
-                                        decoded.slots)
-            detections = self.detections_from_layout(decoded, scores, height, width)
-            outputs.append({
-                "instances": detector_postprocess(detections, item.get("height", height), item.get("width", width)),
-                "inversion_steps": int(result.stop_step[index]),
-            })
+        outputs = [
+            {"instances": self.detections(item, latents[index : index + 1], result.tokens[index],
+                                          result.embeddings[index]),
+             "inversion_steps": int(result.stop_step[index])}
+            for index, item in enumerate(batched_inputs)]
         logger.info("DIVE inverted %d image(s): stopping steps %s", len(outputs), result.stop_step.tolist())
         return outputs
+
+    def detections(self, item: dict, latents: torch.Tensor, tokens: torch.Tensor, embeddings: torch.Tensor
+                   ) -> Instances:
+        """Scored detections of one inverted layout, in pixels of the input's "height" x "width".
+
+        Args:
+            item: the image's entry of ``batched_inputs``.
+            latents: (1, C, h, w) its latents; tokens: (L,) its layout; embeddings: (L, width) the continuous
+                embeddings the layout was snapped from (for the margin score).
+        """
+        height, width = item["image"].shape[-2:]
+        decoded = self.tokenizer.decode(tokens, height, width)
+        scores = self.object_scores(latents, tokens, embeddings, decoded.slots)
+        detections = self.detections_from_layout(decoded, scores, height, width)
+        return detector_postprocess(detections, item.get("height", height), item.get("width", width))
 
     # ---- diffusers export ------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str) -> None:
         """Write each diffusion part with diffusers' save_pretrained into ``directory/<part>/``."""
-        for name in PART_FOLDERS:
-            getattr(self, name).save_pretrained(os.path.join(directory, name))
+        for name in PART_FOLDERS + OPTIONAL_PART_FOLDERS:
+            if getattr(self, name) is not None:
+                getattr(self, name).save_pretrained(os.path.join(directory, name))
 
 
 def build_parts(cfg, tokenizer: LayoutTokenizer, first_stage: FirstStage) -> dict[str, nn.Module]:
-    """Freshly initialised layout encoder, UNet, prior and scheduler from MODEL.DIVE keys."""
+    """Freshly initialised layout encoder, spatial map (or None), UNet, prior and scheduler from MODEL.DIVE keys."""
     dive = cfg.MODEL.DIVE
     width = dive.LAYOUT_ENCODER.WIDTH
+    spatial_map = None
+    if dive.SPATIAL_MAP.CHANNELS > 0:
+        spatial_map = SpatialLayoutMap(context_width=width, channels=dive.SPATIAL_MAP.CHANNELS,
+                                       num_heads=dive.SPATIAL_MAP.NUM_HEADS, head_width=dive.SPATIAL_MAP.HEAD_WIDTH,
+                                       num_frequencies=dive.LAYOUT_ENCODER.NUM_FREQUENCIES)
+    extra_channels = (COORDINATE_CHANNELS if dive.UNET.COORDINATE_CHANNELS else 0) + dive.SPATIAL_MAP.CHANNELS
     layout_encoder = LayoutEncoderModel(
         num_classes=tokenizer.num_classes, grid_size=tokenizer.grid_size, num_slots=tokenizer.num_slots,
         width=width, num_layers=dive.LAYOUT_ENCODER.NUM_LAYERS, num_heads=dive.LAYOUT_ENCODER.NUM_HEADS,
@@ -272,7 +321,7 @@ def build_parts(cfg, tokenizer: LayoutTokenizer, first_stage: FirstStage) -> dic
         num_frequencies=dive.LAYOUT_ENCODER.NUM_FREQUENCIES)
     unet = UNet2DConditionModel(
         sample_size=dive.INPUT_SIZE // first_stage.downsample,
-        in_channels=first_stage.channels,
+        in_channels=first_stage.channels + extra_channels,
         out_channels=first_stage.channels,
         down_block_types=tuple(dive.UNET.DOWN_BLOCK_TYPES),
         up_block_types=tuple(dive.UNET.UP_BLOCK_TYPES),
@@ -288,11 +337,13 @@ def build_parts(cfg, tokenizer: LayoutTokenizer, first_stage: FirstStage) -> dic
     scheduler = DDPMScheduler(num_train_timesteps=dive.SCHEDULER.NUM_TRAIN_TIMESTEPS,
                               beta_schedule=dive.SCHEDULER.BETA_SCHEDULE, beta_start=dive.SCHEDULER.BETA_START,
                               beta_end=dive.SCHEDULER.BETA_END, prediction_type="epsilon", clip_sample=False)
-    return {"layout_encoder": layout_encoder, "unet": unet, "prior": prior, "scheduler": scheduler}
+    return {"layout_encoder": layout_encoder, "spatial_map": spatial_map, "unet": unet, "prior": prior,
+            "scheduler": scheduler}
 
 
 def load_pretrained_parts(directory: str) -> dict[str, nn.Module]:
-    """Parts written by ``DIVE.save_pretrained``, loaded with diffusers' from_pretrained."""
+    """Parts written by ``DIVE.save_pretrained``, loaded with diffusers' from_pretrained (the spatial map
+    only when its folder exists)."""
     missing = [name for name in PART_FOLDERS if not os.path.isdir(os.path.join(directory, name))]
     if missing:
         raise FileNotFoundError(f"{directory}: missing part folders {missing} (expected {list(PART_FOLDERS)})")
@@ -301,4 +352,6 @@ def load_pretrained_parts(directory: str) -> dict[str, nn.Module]:
         "unet": UNet2DConditionModel.from_pretrained(os.path.join(directory, "unet")),
         "prior": LayoutPriorTransformer.from_pretrained(os.path.join(directory, "prior")),
         "scheduler": DDPMScheduler.from_pretrained(os.path.join(directory, "scheduler")),
+        "spatial_map": SpatialLayoutMap.from_pretrained(os.path.join(directory, "spatial_map"))
+        if os.path.isdir(os.path.join(directory, "spatial_map")) else None,
     }
