@@ -1,10 +1,12 @@
 """Detection by inversion on a tiny random model: gradients, output contract, seeds, batch independence."""
 
+import pytest
 import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
-from dive_d2.inversion import LayoutInversion
+from dive_d2.inversion import LayoutInversion, replay_checks
+from dive_d2.inversion.parameterisations import BoxSlots, EmbeddingSequence
 
 from .test_dive_training import make_input, tiny_cfg
 
@@ -20,19 +22,38 @@ def tiny_model(*opts):
 
 def test_straight_through_gradient_reaches_the_continuous_embeddings():
     model = tiny_model()
-    inversion = LayoutInversion(snap=True)
-    embeddings = torch.randn(2, model.tokenizer.sequence_length, 16, requires_grad=True)
-    snapped = inversion.straight_through(model, embeddings)
     vocabulary = model.layout_encoder.vocabulary().detach()
-    tokens = inversion.snapped_tokens(model, embeddings.detach())
+    layout = EmbeddingSequence(model, torch.randn(2, model.tokenizer.sequence_length, 16))
+    snapped = layout.embeddings(vocabulary, torch.arange(2), snap=True)
+    tokens = layout.tokens(vocabulary)
     assert torch.allclose(snapped, vocabulary[tokens], atol=1e-6), "the forward value is not the snapped row"
     weights = torch.randn_like(snapped)
     (snapped * weights).sum().backward()
-    assert torch.equal(embeddings.grad, weights), "straight-through must pass the gradient unchanged"
+    assert torch.equal(layout.values.grad, weights), "straight-through must pass the gradient unchanged"
 
 
-def test_eval_forward_returns_instances_for_mixed_inputs():
+def test_box_slots_show_the_models_real_tokens_and_pass_gradients_to_boxes_and_classes():
     model = tiny_model()
+    tokenizer = model.tokenizer
+    vocabulary = model.layout_encoder.vocabulary().detach()
+    classes = torch.tensor([[0, 2, tokenizer.num_classes, 1]])  # slot 2 starts empty
+    boxes = torch.tensor([[[0.1, 0.1, 0.5, 0.4], [0.5, 0.5, 0.9, 0.8], [0.2, 0.2, 0.3, 0.3], [0.0, 0.6, 0.3, 1.0]]])
+    layout = BoxSlots(model, classes, boxes)
+    tokens = layout.tokens(vocabulary)
+    decoded = tokenizer.decode(tokens[0], 64, 64)
+    assert decoded.slots.tolist() == [0, 1, 3] and decoded.classes.tolist() == [0, 2, 1]
+    grid_px = 64 / (tokenizer.grid_size - 1)
+    assert torch.allclose(decoded.boxes, boxes[0, [0, 1, 3]] * 64, atol=grid_px / 2 + 0.7)
+    assert (tokens[0, 6:9] == tokenizer.none_token).all()
+    snapped = layout.embeddings(vocabulary, torch.arange(1), snap=True)
+    assert torch.allclose(snapped, vocabulary[tokens], atol=1e-5), "the models must see real tokens"
+    (snapped * torch.randn_like(snapped)).sum().backward()
+    assert layout.box_logits.grad.abs().sum() > 0 and layout.class_logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("parameterisation", ["embedding", "box"])
+def test_eval_forward_returns_instances_for_mixed_inputs(parameterisation):
+    model = tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", parameterisation)
     inputs = [
         make_input(3, 64, 64, [], []) | {"image_id": 1},
         make_input(1, 40, 72, [], [], seed=1) | {"image_id": 2, "height": 80, "width": 144},  # grey, rescaled
@@ -55,8 +76,11 @@ def test_eval_forward_returns_instances_for_mixed_inputs():
     assert not any(p.grad is not None for p in model.parameters()), "inversion changed or touched the model"
 
 
-def test_same_seed_same_detections_whatever_the_batch():
-    model = tiny_model()
+@pytest.mark.parametrize("parameterisation,initialisation", [("embedding", "random"), ("box", "random"),
+                                                               ("box", "prior")])
+def test_same_seed_same_detections_whatever_the_batch(parameterisation, initialisation):
+    model = tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", parameterisation, "MODEL.DIVE.INVERSION.INIT",
+                       initialisation, "MODEL.DIVE.INVERSION.PRIOR_INIT_STEPS", "3")
     images = [make_input(3, 64, 64, [], [], seed=s) | {"image_id": s} for s in range(3)]
 
     def detections(batch):
@@ -79,11 +103,11 @@ def test_monitor_keeps_the_best_layout_and_records_stopping():
                                 patience=2, record_history=True)
     with torch.enable_grad():
         result = inversion(model, latents, [0])
-    losses = torch.stack([loss for _, loss, _ in result.history])
+    losses = torch.stack([check.loss for check in result.history])
     assert torch.isclose(result.monitor_loss, losses.min(0).values).all()
     best_check = int(losses[:, 0].argmin())
-    assert torch.equal(result.tokens[0].cpu(), result.history[best_check][2][0])
-    assert result.stop_step[0] == result.history[-1][0]
+    assert torch.equal(result.tokens[0].cpu(), result.history[best_check].tokens[0])
+    assert result.stop_step[0] == result.history[-1].step
 
 
 def test_every_score_variant_gives_valid_confidences():
@@ -130,3 +154,21 @@ def test_eval_only_through_train_net_reports_coco_and_stopping_steps(tmp_path):
         ["--config-file", config, *opts, "OUTPUT_DIR", str(tmp_path / "out")]))
     assert {"AP", "AP50", "AP75"} <= set(results["bbox"])
     assert results["inversion"]["images"] == 2 and 1 <= results["inversion"]["mean_stop_step"] <= 6
+
+
+def test_replaying_the_history_gives_what_a_stopped_run_returns():
+    model = tiny_model()
+    latents = model.first_stage.encode(model.preprocess_images(
+        [make_input(3, 64, 64, [], [], seed=s) for s in range(2)]))
+    settings = dict(max_steps=16, num_pairs=4, pairs_per_step=2, monitor_pairs=2, monitor_period=2)
+    with torch.enable_grad():
+        long_run = LayoutInversion(patience=100, record_history=True, **settings)(model, latents, [0, 1])
+        stopped = LayoutInversion(patience=2, **settings)(model, latents, [0, 1])
+        short = LayoutInversion(patience=100, **(settings | {"max_steps": 6}))(model, latents, [0, 1])
+    losses = torch.stack([check.loss for check in long_run.history])
+    steps = [check.step for check in long_run.history]
+    for run, patience, budget in ((stopped, 2, None), (short, None, 6)):
+        best, stop = replay_checks(losses, steps, patience, budget)
+        assert torch.equal(stop, run.stop_step)
+        replayed = torch.stack([long_run.history[int(b)].tokens[i] for i, b in enumerate(best)])
+        assert torch.equal(replayed, run.tokens.cpu())

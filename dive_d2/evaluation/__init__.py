@@ -2,6 +2,7 @@
 
 from ..modeling.denoising import fixed_pairs
 from .inversion_stats import InversionStatsEvaluator
-from .layout_ranking import CORRUPTIONS, corrupt_layout, layout_errors, rank_record
+from .layout_ranking import CORRUPTIONS, corrupt_layout, corruption_margins, layout_errors, rank_record
 
-__all__ = ["CORRUPTIONS", "InversionStatsEvaluator", "corrupt_layout", "fixed_pairs", "layout_errors", "rank_record"]
+__all__ = ["CORRUPTIONS", "InversionStatsEvaluator", "corrupt_layout", "corruption_margins", "fixed_pairs",
+           "layout_errors", "rank_record"]

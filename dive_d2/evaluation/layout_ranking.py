@@ -42,7 +42,7 @@ def corrupt_layout(
 @torch.no_grad()
 def layout_errors(model, latents: torch.Tensor, tokens: torch.Tensor, timesteps: torch.Tensor,
                   noise: torch.Tensor) -> torch.Tensor:
-    """Mean denoising error of p(x|y) over all (t, noise) pairs, per image.
+    """Denoising error of p(x|y) on every (t, noise) pair, per image.
 
     Args:
         model: a DIVE model.
@@ -51,7 +51,7 @@ def layout_errors(model, latents: torch.Tensor, tokens: torch.Tensor, timesteps:
         timesteps, noise: (P,) and (P, C, h, w), the fixed pairs, shared by all images.
 
     Returns:
-        (B,) float errors.
+        (B, P) float errors; their mean over P is the image's denoising error.
     """
     embeddings = model.layout_encoder.embed_tokens(tokens)
     errors = []
@@ -59,14 +59,14 @@ def layout_errors(model, latents: torch.Tensor, tokens: torch.Tensor, timesteps:
         count = len(timesteps)
         errors.append(model.image_denoising_error(
             latent.expand(count, -1, -1, -1), embedding.expand(count, -1, -1),
-            timesteps.to(latents.device), noise.to(latents.device)).mean())
+            timesteps.to(latents.device), noise.to(latents.device)))
     return torch.stack(errors)
 
 
-def rank_record(model, record: dict, timesteps: torch.Tensor, noise: torch.Tensor,
-                corruptions: tuple[str, ...] = CORRUPTIONS, image_format: str = "BGR") -> dict[str, bool]:
-    """For one Detectron2 dataset dict with at least one object: does its true layout have a lower
-    denoising error than each corruption? Returns {corruption: True if the true layout wins}."""
+def corruption_margins(model, record: dict, timesteps: torch.Tensor, noise: torch.Tensor,
+                       corruptions: tuple[str, ...] = CORRUPTIONS, image_format: str = "BGR") -> torch.Tensor:
+    """For one Detectron2 dataset dict with at least one object: (len(corruptions), P) rises of the
+    denoising error, corrupted minus true layout, on each (t, noise) pair (positive: the true layout wins)."""
     image = utils.read_image(record["file_name"], format=image_format)
     item = {"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}
     latents = model.first_stage.encode(model.preprocess_images([item]))
@@ -76,4 +76,12 @@ def rank_record(model, record: dict, timesteps: torch.Tensor, noise: torch.Tenso
                                     for kind in corruptions]
     tokens = torch.stack([model.tokenizer.encode(b, c, height, width) for b, c in layouts]).to(model.device)
     errors = layout_errors(model, latents.expand(len(tokens), -1, -1, -1), tokens, timesteps, noise)
-    return {kind: bool(errors[0] < error) for kind, error in zip(corruptions, errors[1:], strict=True)}
+    return (errors[1:] - errors[:1]).cpu()
+
+
+def rank_record(model, record: dict, timesteps: torch.Tensor, noise: torch.Tensor,
+                corruptions: tuple[str, ...] = CORRUPTIONS, image_format: str = "BGR") -> dict[str, bool]:
+    """Does the true layout have a lower mean denoising error than each corruption? Returns
+    {corruption: True if the true layout wins} (see ``corruption_margins``)."""
+    margins = corruption_margins(model, record, timesteps, noise, corruptions, image_format).mean(dim=1)
+    return {kind: bool(margin > 0) for kind, margin in zip(corruptions, margins, strict=True)}

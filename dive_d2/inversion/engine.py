@@ -28,8 +28,20 @@ from detectron2.config import configurable
 from ..layout import nearest_allowed_tokens
 from ..modeling.denoising import fixed_pairs
 from ..sampling import sample_layout_embeddings
+from .parameterisations import PARAMETERISATIONS, BoxSlots, EmbeddingSequence
 
 INITIALISATIONS = ("random", "prior")
+
+
+@dataclass
+class MonitorCheck:
+    """The state of a batch at one monitor check: step, (B,) monitor losses, (B, L) snapped tokens and
+    (B, L, width) continuous embeddings (on the CPU)."""
+
+    step: int
+    loss: torch.Tensor
+    tokens: torch.Tensor
+    embeddings: torch.Tensor
 
 
 @dataclass
@@ -41,15 +53,49 @@ class InversionResult:
         embeddings: (B, L, width), the continuous embeddings at that check (before snapping).
         monitor_loss: (B,) float, that best monitor loss (posterior, lower is better).
         stop_step: (B,) int64, the optimisation step at which each image stopped.
-        history: per monitor check, (step, (B,) monitor losses, (B, L) snapped tokens); only when
-            ``record_history`` is set (for trajectory pictures).
+        history: a MonitorCheck per check, only when ``record_history`` is set (trajectory pictures, step
+            budgets).
     """
 
     tokens: torch.Tensor
     embeddings: torch.Tensor
     monitor_loss: torch.Tensor
     stop_step: torch.Tensor
-    history: list[tuple[int, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    history: list[MonitorCheck] = field(default_factory=list)
+
+
+def replay_checks(losses: torch.Tensor, steps: list[int], patience: int | None = None,
+                  max_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a run with other stopping settings would have returned, from the monitor history of a longer run.
+
+    Images are inverted independently and stopping only freezes an image, so a run with a smaller budget
+    or a finite patience follows the same trajectory up to its stop. The rule is the engine's: a check
+    improves when its loss is strictly below the best so far; an image stops at the check where it has
+    gone ``patience`` checks without improving, or at the last check with step <= ``max_steps``.
+
+    Args:
+        losses: (T, B) monitor losses of T checks; steps: the T check steps, increasing.
+        patience: checks without improvement before stopping; None never stops early.
+        max_steps: the budget; None uses every check.
+
+    Returns:
+        best (B,) int64 index of the check whose layout is returned, and stop (B,) int64 stopping step.
+    """
+    last = len(steps) - 1 if max_steps is None else max(i for i, s in enumerate(steps) if s <= max_steps)
+    count = losses.shape[1]
+    best = torch.zeros(count, dtype=torch.int64)
+    stop = torch.full((count,), steps[last], dtype=torch.int64)
+    for image in range(count):
+        best_loss, stale = float("inf"), 0
+        for check in range(last + 1):
+            if losses[check, image] < best_loss:
+                best_loss, best[image], stale = float(losses[check, image]), check, 0
+            else:
+                stale += 1
+            if patience is not None and stale >= patience:
+                stop[image] = steps[check]
+                break
+    return best, stop
 
 
 class LayoutInversion:
@@ -71,9 +117,14 @@ class LayoutInversion:
         metric: str = "l2",
         initialisation: str = "random",
         prior_init_steps: int = 50,
+        parameterisation: str = "embedding",
+        max_timestep: int = 0,
         seed: int = 0,
         record_history: bool = False,
     ):
+        if parameterisation not in PARAMETERISATIONS:
+            raise ValueError(f"inversion parameterisation must be one of {PARAMETERISATIONS}, "
+                             f"got {parameterisation!r}")
         if initialisation not in INITIALISATIONS:
             raise ValueError(f"inversion initialisation must be one of {INITIALISATIONS}, got {initialisation!r}")
         if pairs_per_step > num_pairs:
@@ -90,6 +141,8 @@ class LayoutInversion:
         self.metric = metric
         self.initialisation = initialisation
         self.prior_init_steps = prior_init_steps
+        self.parameterisation = parameterisation
+        self.max_timestep = max_timestep
         self.seed = seed
         self.record_history = record_history
 
@@ -109,6 +162,8 @@ class LayoutInversion:
             "metric": inversion.METRIC,
             "initialisation": inversion.INIT,
             "prior_init_steps": inversion.PRIOR_INIT_STEPS,
+            "parameterisation": inversion.PARAMETERISATION,
+            "max_timestep": inversion.MAX_TIMESTEP,
             "seed": inversion.SEED,
         }
 
@@ -119,14 +174,6 @@ class LayoutInversion:
         if vocabulary is None:
             vocabulary = model.layout_encoder.vocabulary().detach()
         return nearest_allowed_tokens(embeddings, vocabulary, model.tokenizer.allowed_tokens(), self.metric)
-
-    def straight_through(self, model, embeddings: torch.Tensor, vocabulary: torch.Tensor | None = None
-                         ) -> torch.Tensor:
-        """v' = v + (snap(v) - v).detach(): forward value on vocabulary rows, gradient to v."""
-        if vocabulary is None:
-            vocabulary = model.layout_encoder.vocabulary().detach()
-        snapped = vocabulary[self.snapped_tokens(model, embeddings, vocabulary)]
-        return embeddings + (snapped - embeddings).detach()
 
     def posterior_loss(self, model, latents, embeddings, timesteps, image_noise, prior_noise) -> torch.Tensor:
         """(B,) loss of B layouts (B, L, width) for B latents, averaged over K pairs.
@@ -150,13 +197,17 @@ class LayoutInversion:
                                                   tile(prior_noise)).view(batch, count).mean(1)
         return image_error + self.prior_weight * prior_error
 
+    def prior_samples(self, model, image_seeds: list[int]) -> torch.Tensor:
+        """(B, L, width) continuous prior samples, one per image, drawn with that image's seed."""
+        return torch.stack([
+            sample_layout_embeddings(model, 1, torch.Generator().manual_seed(image_seed),
+                                     num_steps=self.prior_init_steps)[0]
+            for image_seed in image_seeds])
+
     def initial_embeddings(self, model, image_seeds: list[int]) -> torch.Tensor:
         """(B, L, width) starting points, one per image, drawn with that image's seed."""
         if self.initialisation == "prior":
-            return torch.stack([
-                sample_layout_embeddings(model, 1, torch.Generator().manual_seed(image_seed),
-                                         num_steps=self.prior_init_steps)[0]
-                for image_seed in image_seeds])
+            return self.prior_samples(model, image_seeds)
         # Per position: mean and spread of the rows it may snap to (classes + none, or corners + none).
         vocabulary = model.layout_encoder.vocabulary().detach()
         allowed = model.tokenizer.allowed_tokens().to(vocabulary.device)
@@ -166,10 +217,47 @@ class LayoutInversion:
             mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(image_seed)).to(mean.device)
             for image_seed in image_seeds])
 
+    def initial_slots(self, model, image_seeds: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Starting classes (B, N) (num_classes = empty) and boxes (B, N, 4) (XYXY, normalised) of the box
+        parameterisation. "random": every slot an object of a random class with a random box (centre uniform
+        in [0.1, 0.9], sides uniform in [0.1, 0.4]); "prior": the snapped prior sample's objects, empty slots
+        keep a random box for when they turn into objects."""
+        tokenizer = model.tokenizer
+        slots = tokenizer.num_slots
+        classes, boxes = [], []
+        for image_seed in image_seeds:
+            generator = torch.Generator().manual_seed(image_seed)
+            centre = 0.1 + 0.8 * torch.rand(slots, 2, generator=generator)
+            size = 0.1 + 0.3 * torch.rand(slots, 2, generator=generator)
+            boxes.append(torch.cat([centre - size / 2, centre + size / 2], dim=1))
+            classes.append(torch.randint(0, tokenizer.num_classes, (slots,), generator=generator))
+        classes, boxes = torch.stack(classes), torch.stack(boxes)
+        if self.initialisation == "prior":
+            tokens = self.snapped_tokens(model, self.prior_samples(model, image_seeds)).cpu()
+            for row, layout in enumerate(tokens):
+                decoded = tokenizer.decode(layout, 1.0, 1.0)
+                classes[row] = tokenizer.num_classes
+                classes[row, decoded.slots] = decoded.classes
+                boxes[row, decoded.slots] = decoded.boxes
+        return classes.to(device), boxes.to(device)
+
+    def initial_layout(self, model, image_seeds: list[int], device: torch.device):
+        """The parameterised starting layouts of a batch (an EmbeddingSequence or BoxSlots)."""
+        if self.parameterisation == "box":
+            return BoxSlots(model, *self.initial_slots(model, image_seeds, device))
+        return EmbeddingSequence(model, self.initial_embeddings(model, image_seeds).to(device), self.metric)
+
+    def timestep_range(self, model) -> int:
+        """Pairs' timesteps are spread over [0, this): ``max_timestep``, or the whole schedule when 0."""
+        schedule = model.scheduler.config.num_train_timesteps
+        if self.max_timestep > schedule:
+            raise ValueError(f"inversion max_timestep {self.max_timestep} exceeds the schedule's {schedule} steps")
+        return self.max_timestep or schedule
+
     def monitor_pairs_for(self, model, latents: torch.Tensor):
         """The monitor's fixed pairs for these latents: (timesteps (M,), image noise (M, C, h, w),
         prior noise (M, L, width)), on the latents' device."""
-        num_timesteps = model.scheduler.config.num_train_timesteps
+        num_timesteps = self.timestep_range(model)
         timesteps, image_noise = fixed_pairs(self.monitor_pairs, tuple(latents.shape[1:]), num_timesteps,
                                              self.seed + 2)
         shape = (self.monitor_pairs, model.tokenizer.sequence_length, model.layout_encoder.config.width)
@@ -189,7 +277,7 @@ class LayoutInversion:
         batch = len(latents)
         width = model.layout_encoder.config.width
         length = model.tokenizer.sequence_length
-        num_timesteps = model.scheduler.config.num_train_timesteps
+        num_timesteps = self.timestep_range(model)
         timesteps, image_noise = fixed_pairs(self.num_pairs, tuple(latents.shape[1:]), num_timesteps, self.seed)
         prior_noise = torch.randn((self.num_pairs, length, width),
                                   generator=torch.Generator().manual_seed(self.seed + 1))
@@ -197,11 +285,11 @@ class LayoutInversion:
         monitor = self.monitor_pairs_for(model, latents)
         order_generator = torch.Generator().manual_seed(self.seed + 4)
 
-        embeddings = self.initial_embeddings(model, image_seeds).requires_grad_(True)
-        optimizer = torch.optim.Adam([embeddings], lr=self.learning_rate)
         vocabulary = model.layout_encoder.vocabulary().detach()
-        best_tokens = self.snapped_tokens(model, embeddings.detach(), vocabulary)
-        best_embeddings = embeddings.detach().clone()
+        layout = self.initial_layout(model, image_seeds, device)
+        optimizer = torch.optim.Adam(layout.parameters, lr=self.learning_rate)
+        best_tokens = layout.tokens(vocabulary)
+        best_embeddings = layout.continuous(vocabulary)
         best_loss = torch.full((batch,), float("inf"), device=device)
         stale_checks = torch.zeros(batch, dtype=torch.int64)
         stop_step = torch.full((batch,), self.max_steps, dtype=torch.int64)
@@ -212,16 +300,17 @@ class LayoutInversion:
         def check(step: int) -> None:
             nonlocal best_tokens, best_embeddings
             with torch.no_grad():
-                tokens = self.snapped_tokens(model, embeddings, vocabulary)
+                tokens = layout.tokens(vocabulary)
                 loss = self.posterior_loss(model, latents, vocabulary[tokens], *monitor)
+            continuous = layout.continuous(vocabulary)
             improved = (loss < best_loss) & active.to(device)
             best_loss[improved] = loss[improved]
             best_tokens = torch.where(improved[:, None], tokens, best_tokens)
-            best_embeddings = torch.where(improved[:, None, None], embeddings.detach(), best_embeddings)
+            best_embeddings = torch.where(improved[:, None, None], continuous, best_embeddings)
             stale_checks[improved.cpu()] = 0
             stale_checks[~improved.cpu() & active] += 1
             if self.record_history:
-                history.append((step, loss.cpu(), tokens.cpu()))
+                history.append(MonitorCheck(step, loss.cpu(), tokens.cpu(), continuous.cpu()))
 
         for step in range(self.max_steps):
             if cursor + self.pairs_per_step > self.num_pairs:  # a new pass: reshuffle the pairs
@@ -229,17 +318,17 @@ class LayoutInversion:
             chosen = order[cursor : cursor + self.pairs_per_step].to(device)
             cursor += self.pairs_per_step
             index = torch.nonzero(active).reshape(-1).to(device)
-            frozen = embeddings.detach().clone()
-            current = embeddings[index]
-            if self.snap:
-                current = self.straight_through(model, current, vocabulary)
+            frozen = [parameter.detach().clone() for parameter in layout.parameters]
+            current = layout.embeddings(vocabulary, index, self.snap)
             loss = self.posterior_loss(model, latents[index], current, timesteps[chosen], image_noise[chosen],
                                        prior_noise[chosen]).sum()
             optimizer.zero_grad()
-            loss.backward(inputs=[embeddings])  # no gradient into the frozen models
+            loss.backward(inputs=layout.parameters)  # no gradient into the frozen models
             optimizer.step()
             with torch.no_grad():  # Adam's momentum would still move stopped images: put them back
-                embeddings[~active.to(device)] = frozen[~active.to(device)]
+                stopped = ~active.to(device)
+                for parameter, before in zip(layout.parameters, frozen, strict=True):
+                    parameter[stopped] = before[stopped]
             if (step + 1) % self.monitor_period == 0 or step + 1 == self.max_steps:
                 check(step + 1)
                 stopping = active & (stale_checks >= self.patience)

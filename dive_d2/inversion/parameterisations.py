@@ -1,0 +1,132 @@
+"""What the inversion's gradient descent moves, and how that becomes a layout of real tokens.
+
+Two parameterisations, chosen by MODEL.DIVE.INVERSION.PARAMETERISATION:
+
+- ``EmbeddingSequence`` ("embedding", the paper's mode): a free continuous sequence v (L x width) per image.
+  Straight-through snapping sends every position to its nearest allowed vocabulary row.
+- ``BoxSlots`` ("box"): per slot, logits over the classes and ``none``, and a box held as sigmoid centre
+  and size (so it is always legal before rounding). The class position's embedding is the softmax mixture
+  of the class rows (straight-through: the argmax row); each corner's embedding is the layout encoder's
+  smooth corner function at the continuous corner (straight-through: the row of the grid point it rounds
+  to), mixed with the ``none`` row by the slot's probability of being empty. The models see exactly the
+  same tokens as in the embedding mode; only the path of the gradient differs.
+
+Both expose the same interface to the engine: ``parameters`` (each of shape (B, ...), one row per image),
+``embeddings(vocabulary, index, snap)`` (the differentiable (b, L, width) sequence of the images in
+``index``), ``tokens(vocabulary)`` ((B, L) snapped layout) and ``continuous(vocabulary)`` ((B, L, width)
+before snapping, detached).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..layout import nearest_allowed_tokens
+
+PARAMETERISATIONS = ("embedding", "box")
+
+
+class EmbeddingSequence:
+    """A free (B, L, width) embedding sequence per image, snapped to the nearest allowed token."""
+
+    def __init__(self, model, initial: torch.Tensor, metric: str = "l2"):
+        """initial: (B, L, width) starting embeddings; metric: "l2" or "cosine" snapping."""
+        self.model = model
+        self.metric = metric
+        self.values = initial.detach().clone().requires_grad_(True)
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.values]
+
+    def _snap(self, values: torch.Tensor, vocabulary: torch.Tensor) -> torch.Tensor:
+        return nearest_allowed_tokens(values, vocabulary, self.model.tokenizer.allowed_tokens(), self.metric)
+
+    def embeddings(self, vocabulary: torch.Tensor, index: torch.Tensor, snap: bool) -> torch.Tensor:
+        current = self.values[index]
+        if not snap:
+            return current
+        snapped = vocabulary[self._snap(current.detach(), vocabulary)]
+        return current + (snapped - current).detach()
+
+    def tokens(self, vocabulary: torch.Tensor) -> torch.Tensor:
+        return self._snap(self.values.detach(), vocabulary)
+
+    def continuous(self, vocabulary: torch.Tensor) -> torch.Tensor:
+        return self.values.detach().clone()
+
+
+def _logit(probability: torch.Tensor) -> torch.Tensor:
+    probability = probability.clamp(0.01, 0.99)
+    return torch.log(probability) - torch.log1p(-probability)
+
+
+class BoxSlots:
+    """Per slot: class logits over (classes, none) and a box as sigmoid centre and size."""
+
+    def __init__(self, model, classes: torch.Tensor, boxes: torch.Tensor, class_confidence: float = 1.0):
+        """
+        Args:
+            classes: (B, N) int64 starting class of each slot; ``num_classes`` means empty (``none``).
+            boxes: (B, N, 4) starting boxes, XYXY normalised to [0, 1] (also for empty slots: where the
+                slot's box starts if it becomes an object).
+            class_confidence: the starting class's logit (the others start at 0).
+        """
+        self.model = model
+        tokenizer = model.tokenizer
+        self.class_logits = (torch.nn.functional.one_hot(classes, tokenizer.num_classes + 1).float()
+                             * class_confidence).requires_grad_(True)
+        centre = (boxes[..., :2] + boxes[..., 2:]) / 2
+        size = boxes[..., 2:] - boxes[..., :2]
+        self.box_logits = torch.cat([_logit(centre), _logit(size)], dim=-1).detach().requires_grad_(True)
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.class_logits, self.box_logits]
+
+    def _class_table(self, vocabulary: torch.Tensor) -> torch.Tensor:
+        """(C + 1, width): the class rows, then ``none``."""
+        tokenizer = self.model.tokenizer
+        return torch.cat([vocabulary[: tokenizer.num_classes], vocabulary[tokenizer.none_token :]], dim=0)
+
+    def corners(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, N, 2, 2) continuous corners [[x0, y0], [x1, y1]], normalised to [0, 1]."""
+        logits = self.box_logits if index is None else self.box_logits[index]
+        centre, size = logits[..., :2].sigmoid(), logits[..., 2:].sigmoid()
+        return torch.stack([centre - size / 2, centre + size / 2], dim=-2).clamp(0.0, 1.0)
+
+    def _corner_tokens(self, corners: torch.Tensor) -> torch.Tensor:
+        tokenizer = self.model.tokenizer
+        cells = torch.round(corners.detach() * (tokenizer.grid_size - 1)).long()
+        return tokenizer.num_classes + cells[..., 1] * tokenizer.grid_size + cells[..., 0]
+
+    def embeddings(self, vocabulary: torch.Tensor, index: torch.Tensor, snap: bool) -> torch.Tensor:
+        tokenizer = self.model.tokenizer
+        class_table = self._class_table(vocabulary)
+        probabilities = self.class_logits[index].softmax(dim=-1)  # (b, N, C + 1)
+        empty = probabilities[..., -1:, None]  # (b, N, 1, 1)
+        none_row = vocabulary[tokenizer.none_token]
+        corners = self.corners(index)
+        soft_class = probabilities @ class_table  # (b, N, width)
+        soft_corners = (1 - empty) * self.model.layout_encoder.corner_embeddings(corners) + empty * none_row
+        soft = torch.cat([soft_class[..., None, :], soft_corners], dim=-2).flatten(1, 2)  # (b, L, width)
+        if not snap:
+            return soft
+        hard = vocabulary[self._tokens(probabilities, corners)]
+        return soft + (hard - soft).detach()
+
+    def _tokens(self, probabilities: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+        tokenizer = self.model.tokenizer
+        classes = probabilities.argmax(dim=-1)  # (b, N); num_classes = none
+        is_empty = classes == tokenizer.num_classes
+        classes = classes.masked_fill(is_empty, tokenizer.none_token)
+        corner_tokens = self._corner_tokens(corners).masked_fill(is_empty[..., None], tokenizer.none_token)
+        return torch.cat([classes[..., None], corner_tokens], dim=-1).flatten(1)
+
+    def tokens(self, vocabulary: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._tokens(self.class_logits.softmax(dim=-1), self.corners())
+
+    def continuous(self, vocabulary: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.embeddings(vocabulary, torch.arange(len(self.class_logits)), snap=False)

@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""DIVE's COCO AP as a function of the step budget and of early stopping, from one recorded run.
+
+    python tools/evaluate_inversion.py --config-file configs/shapes/dive.yaml \
+        --weights weights/shapes/dive.pth --dataset dive_shapes_val --num-images 16 \
+        --budgets 50 100 200 300 --patience 3 5 --output output/eval/shapes_default \
+        [MODEL.DIVE.INVERSION.KEY VALUE ...]
+
+The images are inverted once, without early stopping, for max(--budgets) steps with the monitor history
+recorded. Because every image is inverted independently and stopping only freezes an image, the layout
+that a run with a smaller budget or a finite patience would return is read off that history
+(``dive_d2.inversion.replay_checks``). Each setting's detections (with the configured score) go through
+Detectron2's COCOEvaluator on the same registered subset. Prints one row per setting: AP, AP50, AP75 and
+the mean stopping step; and the measured seconds per optimisation step per image.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import torch
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
+
+import dive_d2  # noqa: F401  (registers datasets and models)
+from dive_d2.data import prepare_datasets_from_config
+from dive_d2.data.from_config import register_first_images
+from dive_d2.inversion import replay_checks
+from dive_d2.loading import load_config, load_model
+
+
+def coco_ap(dataset: str, inputs: list[dict], outputs: list[dict], output_dir: str) -> dict[str, float]:
+    evaluator = COCOEvaluator(dataset, tasks=("bbox",), output_dir=output_dir)
+    evaluator.reset()
+    evaluator.process(inputs, outputs)
+    return dict(evaluator.evaluate()["bbox"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--dataset", default="dive_shapes_val")
+    parser.add_argument("--num-images", type=int, default=16, help="the first N images of the dataset")
+    parser.add_argument("--batch-size", type=int, default=4, help="images inverted together")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 300])
+    parser.add_argument("--patience", type=int, nargs="*", default=[5], help="early-stopping settings to replay")
+    parser.add_argument("--output", required=True,
+                        help="folder for results.json, the recorded inversion (history.pth) and COCO files")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config KEY VALUE pairs")
+    args = parser.parse_args()
+    setup_logger(name="dive_d2")
+
+    max_steps = max(args.budgets)
+    cfg = load_config(args.config_file, [*args.opts, "MODEL.DIVE.INVERSION.MAX_STEPS", str(max_steps),
+                                         "MODEL.DIVE.INVERSION.PATIENCE", str(max_steps + 1)])
+    prepare_datasets_from_config(cfg)
+    model = load_model(cfg, args.weights)
+    model.inversion.record_history = True
+    subset = register_first_images(args.dataset, args.num_images)
+    mapper = DatasetMapper(cfg, is_train=False)
+    records = [mapper(record) for record in DatasetCatalog.get(subset)]
+
+    histories, latents_per_image, seconds = [], [], 0.0
+    for start in tqdm(range(0, len(records), args.batch_size), desc="inverting", unit="batch"):
+        batch = records[start : start + args.batch_size]
+        began = time.perf_counter()
+        with torch.no_grad():
+            latents = model.first_stage.encode(model.preprocess_images(batch))
+        with torch.enable_grad():
+            result = model.inversion(model, latents, [model.image_seed(item) for item in batch])
+        seconds += time.perf_counter() - began
+        for index in range(len(batch)):
+            histories.append([(c.step, c.loss[index], c.tokens[index], c.embeddings[index]) for c in result.history])
+            latents_per_image.append(latents[index : index + 1])
+    os.makedirs(args.output, exist_ok=True)
+    # The inversion is the expensive part: keep it even if scoring fails later.
+    torch.save({"histories": histories, "seconds": seconds, "opts": args.opts},
+               os.path.join(args.output, "history.pth"))
+    steps = [step for step, *_ in histories[0]]
+
+    settings = [(f"budget {budget}", None, budget) for budget in args.budgets]
+    settings += [(f"patience {patience} (max {max_steps})", patience, max_steps) for patience in args.patience]
+    score_cache: dict[tuple, object] = {}
+    rows = []
+    for name, patience, budget in tqdm(settings, desc="scoring settings"):
+        losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
+        best, stop = replay_checks(losses, steps, patience, budget)
+        outputs = []
+        for image, (item, history) in enumerate(zip(records, histories, strict=True)):
+            _, _, tokens, embeddings = history[int(best[image])]
+            key = (image, tuple(tokens.tolist()))
+            if key not in score_cache:
+                with torch.no_grad():
+                    score_cache[key] = model.detections(item, latents_per_image[image], tokens.to(model.device),
+                                                        embeddings.to(model.device)).to("cpu")
+            outputs.append({"instances": score_cache[key]})
+        metrics = coco_ap(subset, records, outputs, args.output)
+        rows.append({"setting": name, "AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
+                     "mean_stop_step": float(stop.float().mean()),
+                     "detections_per_image": sum(len(o["instances"]) for o in outputs) / len(outputs)})
+
+    seconds_per_step = seconds / (len(records) * max_steps)
+    print(f"\n{len(records)} images of {args.dataset}; {seconds_per_step:.3f} s per step per image "
+          f"({seconds / len(records):.1f} s per image for {max_steps} steps)")
+    print(f"{'setting':<28} {'AP':>6} {'AP50':>6} {'AP75':>6} {'mean step':>9} {'dets/img':>8}")
+    for row in rows:
+        print(f"{row['setting']:<28} {row['AP']:6.1f} {row['AP50']:6.1f} {row['AP75']:6.1f} "
+              f"{row['mean_stop_step']:9.1f} {row['detections_per_image']:8.2f}")
+    with open(os.path.join(args.output, "results.json"), "w") as handle:
+        json.dump({"dataset": args.dataset, "num_images": len(records), "weights": args.weights,
+                   "opts": args.opts, "seconds_per_step_per_image": seconds_per_step,
+                   "classes": MetadataCatalog.get(subset).thing_classes, "rows": rows}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
