@@ -86,8 +86,8 @@ def main() -> None:
     settings += [(f"patience {patience} (max {max_steps})", patience, max_steps) for patience in args.patience]
     score_cache: dict[tuple, object] = {}
     rows = []
+    losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
     for name, patience, budget in tqdm(settings, desc="scoring settings"):
-        losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
         best, stop = replay_checks(losses, steps, patience, budget)
         outputs = []
         for image, (item, history) in enumerate(zip(records, histories, strict=True)):

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import torch
 from detectron2.config import configurable
 
-from ..layout import nearest_allowed_tokens
 from ..modeling.denoising import fixed_pairs
 from ..sampling import sample_layout_embeddings
 from .parameterisations import PARAMETERISATIONS, BoxSlots, EmbeddingSequence
@@ -168,13 +167,6 @@ class LayoutInversion:
         }
 
     # ---- pieces ----------------------------------------------------------------------------------------------
-    def snapped_tokens(self, model, embeddings: torch.Tensor, vocabulary: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L, width) -> (B, L) nearest allowed tokens. ``vocabulary``: the model's table, if already
-        computed (it is a projection of every grid point in the Fourier mode)."""
-        if vocabulary is None:
-            vocabulary = model.layout_encoder.vocabulary().detach()
-        return nearest_allowed_tokens(embeddings, vocabulary, model.tokenizer.allowed_tokens(), self.metric)
-
     def posterior_loss(self, model, latents, embeddings, timesteps, image_noise, prior_noise) -> torch.Tensor:
         """(B,) loss of B layouts (B, L, width) for B latents, averaged over K pairs.
 
@@ -233,7 +225,8 @@ class LayoutInversion:
             classes.append(torch.randint(0, tokenizer.num_classes, (slots,), generator=generator))
         classes, boxes = torch.stack(classes), torch.stack(boxes)
         if self.initialisation == "prior":
-            tokens = self.snapped_tokens(model, self.prior_samples(model, image_seeds)).cpu()
+            samples = EmbeddingSequence(model, self.prior_samples(model, image_seeds), self.metric)
+            tokens = samples.tokens(model.layout_encoder.vocabulary().detach()).cpu()
             for row, layout in enumerate(tokens):
                 decoded = tokenizer.decode(layout, 1.0, 1.0)
                 classes[row] = tokenizer.num_classes
