@@ -103,9 +103,46 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.SCORE = "leave_one_out"
     cfg.MODEL.DIVE.INVERSION.SCORE_TEMPERATURE = 0.01  # leave_one_out: sigmoid(loss rise / this); AP-neutral
 
-    cfg.MODEL.DIVE.SCHEDULER = CN()  # diffusers DDPMScheduler, epsilon prediction, shared by both models
+    # diffusers DDPMScheduler, epsilon prediction, shared by both models (and by MODEL.DIFFUSION_CLASSIFIER)
+    cfg.MODEL.DIVE.SCHEDULER = CN()
     cfg.MODEL.DIVE.SCHEDULER.NUM_TRAIN_TIMESTEPS = 1000
     cfg.MODEL.DIVE.SCHEDULER.BETA_SCHEDULE = "linear"
     cfg.MODEL.DIVE.SCHEDULER.BETA_START = 0.0001
     cfg.MODEL.DIVE.SCHEDULER.BETA_END = 0.02
+
+    # ---- DIVE classification: a class-conditional diffusion model, see dive_d2/modeling/class_conditional.py
+    cfg.MODEL.DIFFUSION_CLASSIFIER = CN()
+    cfg.MODEL.DIFFUSION_CLASSIFIER.NUM_CLASSES = 10
+    # Images must already be INPUT_SIZE x INPUT_SIZE with IN_CHANNELS channels (1 with INPUT.FORMAT "L",
+    # 3 with "RGB"): a classifier that resized or converted silently would report accuracy on other data.
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INPUT_SIZE = 16
+    cfg.MODEL.DIFFUSION_CLASSIFIER.IN_CHANNELS = 1
+    # The class table (NUM_CLASSES x 4 * BLOCK_OUT_CHANNELS[0]) is added to the timestep embedding of a
+    # diffusers UNet2DModel (class_embed_type "identity"): it is the vocabulary inversion snaps to.
+    cfg.MODEL.DIFFUSION_CLASSIFIER.BLOCK_OUT_CHANNELS = (16, 32)
+    cfg.MODEL.DIFFUSION_CLASSIFIER.LAYERS_PER_BLOCK = 1
+    cfg.MODEL.DIFFUSION_CLASSIFIER.NORM_NUM_GROUPS = 8
+    # Eval mode: "inversion" (DIVE), "enumeration" (Diffusion Classifier) or "adaptive" (its adaptive variant).
+    cfg.MODEL.DIFFUSION_CLASSIFIER.METHOD = "inversion"
+    # Pairs' timesteps are spread over [0, MAX_TIMESTEP) for every method; 0 = the whole schedule.
+    cfg.MODEL.DIFFUSION_CLASSIFIER.MAX_TIMESTEP = 0
+    cfg.MODEL.DIFFUSION_CLASSIFIER.SEED = 0  # seeds every (t, noise) pair set and inversion's initialisation
+    cfg.MODEL.DIFFUSION_CLASSIFIER.ENUMERATION = CN()
+    cfg.MODEL.DIFFUSION_CLASSIFIER.ENUMERATION.NUM_PAIRS = 16  # pairs per class, plain enumeration
+    # Adaptive enumeration: round r scores the surviving classes on ADAPTIVE_PAIRS[r] new pairs (errors
+    # accumulate over rounds) and keeps the ADAPTIVE_KEEP[r] best (one fewer entry than ADAPTIVE_PAIRS).
+    cfg.MODEL.DIFFUSION_CLASSIFIER.ENUMERATION.ADAPTIVE_PAIRS = (2, 4, 10)
+    cfg.MODEL.DIFFUSION_CLASSIFIER.ENUMERATION.ADAPTIVE_KEEP = (10, 3)
+    cfg.MODEL.DIFFUSION_CLASSIFIER.ENUMERATION.BATCH_SIZE = 512  # network samples per forward pass
+    # Inversion: one class embedding per image, the detection engine's loop (dive_d2/inversion/engine.py).
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION = CN()
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.MAX_STEPS = 200  # the paper's fixed protocol: 200 steps
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.LEARNING_RATE = 1.0  # Adam; trained rows lie ~11 apart (L2, width 64)
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.NUM_PAIRS = 32
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.PAIRS_PER_STEP = 2
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.MONITOR_PAIRS = 8
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.MONITOR_PERIOD = 5
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.PATIENCE = 6  # 0 disables early stopping (runs MAX_STEPS)
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.SNAP = True
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.METRIC = "l2"
     return cfg

@@ -23,7 +23,7 @@ def tiny_model(*opts):
 def test_straight_through_gradient_reaches_the_continuous_embeddings():
     model = tiny_model()
     vocabulary = model.layout_encoder.vocabulary().detach()
-    layout = EmbeddingSequence(model, torch.randn(2, model.tokenizer.sequence_length, 16))
+    layout = EmbeddingSequence(torch.randn(2, model.tokenizer.sequence_length, 16), model.tokenizer.allowed_tokens())
     snapped = layout.embeddings(vocabulary, torch.arange(2), snap=True)
     tokens = layout.tokens(vocabulary)
     assert torch.allclose(snapped, vocabulary[tokens], atol=1e-6), "the forward value is not the snapped row"

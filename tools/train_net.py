@@ -14,7 +14,7 @@ import os
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.data import build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.utils import comm
@@ -22,18 +22,25 @@ from detectron2.utils.logger import setup_logger
 
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2 import add_dive_config
-from dive_d2.data import build_train_mapper, prepare_datasets_from_config
-from dive_d2.evaluation import InversionStatsEvaluator
+from dive_d2.data import ClassificationMapper, build_train_mapper, prepare_datasets_from_config
+from dive_d2.evaluation import ClassificationEvaluator, InversionStatsEvaluator
 from dive_d2.solver import build_optimizer
 
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with COCOEvaluator (for DIVE also the inversion's stopping steps), the optimizer
-    chosen by SOLVER.OPTIMIZER, and a layout-only data mapper when only a prior trains."""
+    chosen by SOLVER.OPTIMIZER, and a layout-only data mapper when only a prior trains. A
+    DiffusionClassifier reads classification splits and reports top-1 accuracy instead."""
 
     @classmethod
     def build_train_loader(cls, cfg):
         return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        if cfg.MODEL.META_ARCHITECTURE == "DiffusionClassifier":
+            return build_detection_test_loader(cfg, dataset_name, mapper=ClassificationMapper(cfg.INPUT.FORMAT))
+        return super().build_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -41,6 +48,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if cfg.MODEL.META_ARCHITECTURE == "DiffusionClassifier":
+            return ClassificationEvaluator()
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         coco = COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder)
         if cfg.MODEL.META_ARCHITECTURE == "DIVE":

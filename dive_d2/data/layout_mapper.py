@@ -30,7 +30,12 @@ class LayoutOnlyMapper:
 
 
 def build_train_mapper(cfg: CfgNode):
-    """LayoutOnlyMapper when a DIVE model trains only its prior, Detectron2's DatasetMapper otherwise."""
+    """LayoutOnlyMapper when a DIVE model trains only its prior, ClassificationMapper for the
+    DiffusionClassifier, Detectron2's DatasetMapper otherwise."""
     if cfg.MODEL.META_ARCHITECTURE == "DIVE" and not cfg.MODEL.DIVE.TRAIN_IMAGE_MODEL:
         return LayoutOnlyMapper()
+    if cfg.MODEL.META_ARCHITECTURE == "DiffusionClassifier":
+        from .classification_mapper import ClassificationMapper
+
+        return ClassificationMapper(cfg.INPUT.FORMAT)
     return DatasetMapper(cfg, is_train=True)

@@ -1,8 +1,9 @@
 """Evaluation helpers beyond COCOEvaluator: checks of the generative models."""
 
 from ..modeling.denoising import fixed_pairs
+from .classification import ClassificationEvaluator
 from .inversion_stats import InversionStatsEvaluator
 from .layout_ranking import CORRUPTIONS, corrupt_layout, corruption_margins, layout_errors, rank_record
 
-__all__ = ["CORRUPTIONS", "InversionStatsEvaluator", "corrupt_layout", "corruption_margins", "fixed_pairs",
-           "layout_errors", "rank_record"]
+__all__ = ["CORRUPTIONS", "ClassificationEvaluator", "InversionStatsEvaluator", "corrupt_layout",
+           "corruption_margins", "fixed_pairs", "layout_errors", "rank_record"]

@@ -20,6 +20,7 @@ monitor has not improved for ``patience`` checks, or at ``max_steps``. All rando
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -95,6 +96,96 @@ def replay_checks(losses: torch.Tensor, steps: list[int], patience: int | None =
                 stop[image] = steps[check]
                 break
     return best, stop
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How ``optimise_tokens`` runs: Adam with ``learning_rate`` for at most ``max_steps`` steps, each on
+    ``pairs_per_step`` of ``num_pairs`` fixed (t, noise) pairs (reshuffled each pass, seeded by ``seed``);
+    a monitor check every ``monitor_period`` steps; an image stops after ``patience`` checks without
+    improvement (``patience`` 0: never early). ``snap`` False optimises the continuous embeddings
+    (snapped only at the checks)."""
+
+    max_steps: int
+    learning_rate: float
+    num_pairs: int
+    pairs_per_step: int
+    monitor_period: int
+    patience: int
+    snap: bool
+    seed: int
+
+
+def optimise_tokens(parameterisation, vocabulary: torch.Tensor,
+                    step_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                    monitor_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], settings: SearchSettings,
+                    record_history: bool = False) -> InversionResult:
+    """The inversion loop shared by detection (layouts) and classification (one class token per image).
+
+    Args:
+        parameterisation: what moves (an ``EmbeddingSequence`` or ``BoxSlots`` of B images).
+        vocabulary: (V, width) the frozen embedding table the tokens index.
+        step_loss: (index (b,) images still running, chosen (k,) pair indices, embeddings (b, L, width),
+            straight-through snapped unless ``settings.snap`` is False) -> (b,) differentiable loss.
+        monitor_loss: (index (b,) images still running, (b, L, width) embeddings of their snapped tokens) ->
+            (b,) loss on the monitor's fixed pairs. Stopped images get an infinite loss in the history.
+        settings: see ``SearchSettings``.
+        record_history: keep a ``MonitorCheck`` per check.
+    """
+    layout = parameterisation
+    device = vocabulary.device
+    batch = len(layout.parameters[0])
+    order_generator = torch.Generator().manual_seed(settings.seed + 4)
+    optimizer = torch.optim.Adam(layout.parameters, lr=settings.learning_rate)
+    best_tokens = layout.tokens(vocabulary)
+    best_embeddings = layout.continuous(vocabulary)
+    best_loss = torch.full((batch,), float("inf"), device=device)
+    stale_checks = torch.zeros(batch, dtype=torch.int64)
+    stop_step = torch.full((batch,), settings.max_steps, dtype=torch.int64)
+    active = torch.ones(batch, dtype=torch.bool)
+    history = []
+    order, cursor = torch.randperm(settings.num_pairs, generator=order_generator), 0
+
+    def check(step: int) -> None:
+        nonlocal best_tokens, best_embeddings
+        index = torch.nonzero(active).reshape(-1).to(device)
+        with torch.no_grad():  # stopped images are not evaluated (they can no longer improve)
+            tokens = layout.tokens(vocabulary)
+            loss = torch.full((batch,), float("inf"), device=device)
+            loss[index] = monitor_loss(index, vocabulary[tokens[index]])
+        continuous = layout.continuous(vocabulary)
+        improved = (loss < best_loss) & active.to(device)
+        best_loss[improved] = loss[improved]
+        best_tokens = torch.where(improved[:, None], tokens, best_tokens)
+        best_embeddings = torch.where(improved[:, None, None], continuous, best_embeddings)
+        stale_checks[improved.cpu()] = 0
+        stale_checks[~improved.cpu() & active] += 1
+        if record_history:
+            history.append(MonitorCheck(step, loss.cpu(), tokens.cpu(), continuous.cpu()))
+
+    for step in range(settings.max_steps):
+        if cursor + settings.pairs_per_step > settings.num_pairs:  # a new pass: reshuffle the pairs
+            order, cursor = torch.randperm(settings.num_pairs, generator=order_generator), 0
+        chosen = order[cursor : cursor + settings.pairs_per_step].to(device)
+        cursor += settings.pairs_per_step
+        index = torch.nonzero(active).reshape(-1).to(device)
+        frozen = [parameter.detach().clone() for parameter in layout.parameters]
+        loss = step_loss(index, chosen, layout.embeddings(vocabulary, index, settings.snap)).sum()
+        optimizer.zero_grad()
+        loss.backward(inputs=layout.parameters)  # no gradient into the frozen models
+        optimizer.step()
+        with torch.no_grad():  # Adam's momentum would still move stopped images: put them back
+            stopped = ~active.to(device)
+            for parameter, before in zip(layout.parameters, frozen, strict=True):
+                parameter[stopped] = before[stopped]
+        if (step + 1) % settings.monitor_period == 0 or step + 1 == settings.max_steps:
+            check(step + 1)
+            stopping = active & (stale_checks >= settings.patience) if settings.patience > 0 else active & False
+            stop_step[stopping] = step + 1
+            active &= ~stopping
+            if not active.any():
+                break
+    return InversionResult(best_tokens, best_embeddings, best_loss.cpu(), stop_step, history)
 
 
 class LayoutInversion:
@@ -225,7 +316,8 @@ class LayoutInversion:
             classes.append(torch.randint(0, tokenizer.num_classes, (slots,), generator=generator))
         classes, boxes = torch.stack(classes), torch.stack(boxes)
         if self.initialisation == "prior":
-            samples = EmbeddingSequence(model, self.prior_samples(model, image_seeds), self.metric)
+            samples = EmbeddingSequence(self.prior_samples(model, image_seeds), model.tokenizer.allowed_tokens(),
+                                        self.metric)
             tokens = samples.tokens(model.layout_encoder.vocabulary().detach()).cpu()
             for row, layout in enumerate(tokens):
                 decoded = tokenizer.decode(layout, 1.0, 1.0)
@@ -238,7 +330,8 @@ class LayoutInversion:
         """The parameterised starting layouts of a batch (an EmbeddingSequence or BoxSlots)."""
         if self.parameterisation == "box":
             return BoxSlots(model, *self.initial_slots(model, image_seeds, device))
-        return EmbeddingSequence(model, self.initial_embeddings(model, image_seeds).to(device), self.metric)
+        return EmbeddingSequence(self.initial_embeddings(model, image_seeds).to(device),
+                                 model.tokenizer.allowed_tokens(), self.metric)
 
     def timestep_range(self, model) -> int:
         """Pairs' timesteps are spread over [0, this): ``max_timestep``, or the whole schedule when 0."""
@@ -267,7 +360,6 @@ class LayoutInversion:
             image_seeds: B integers, one per image (e.g. from its image_id), for its initialisation.
         """
         device = latents.device
-        batch = len(latents)
         width = model.layout_encoder.config.width
         length = model.tokenizer.sequence_length
         num_timesteps = self.timestep_range(model)
@@ -276,57 +368,19 @@ class LayoutInversion:
                                   generator=torch.Generator().manual_seed(self.seed + 1))
         timesteps, image_noise, prior_noise = timesteps.to(device), image_noise.to(device), prior_noise.to(device)
         monitor = self.monitor_pairs_for(model, latents)
-        order_generator = torch.Generator().manual_seed(self.seed + 4)
 
-        vocabulary = model.layout_encoder.vocabulary().detach()
-        layout = self.initial_layout(model, image_seeds, device)
-        optimizer = torch.optim.Adam(layout.parameters, lr=self.learning_rate)
-        best_tokens = layout.tokens(vocabulary)
-        best_embeddings = layout.continuous(vocabulary)
-        best_loss = torch.full((batch,), float("inf"), device=device)
-        stale_checks = torch.zeros(batch, dtype=torch.int64)
-        stop_step = torch.full((batch,), self.max_steps, dtype=torch.int64)
-        active = torch.ones(batch, dtype=torch.bool)
-        history = []
-        order, cursor = torch.randperm(self.num_pairs, generator=order_generator), 0
+        def step_loss(index, chosen, embeddings):
+            return self.posterior_loss(model, latents[index], embeddings, timesteps[chosen], image_noise[chosen],
+                                       prior_noise[chosen])
 
-        def check(step: int) -> None:
-            nonlocal best_tokens, best_embeddings
-            with torch.no_grad():
-                tokens = layout.tokens(vocabulary)
-                loss = self.posterior_loss(model, latents, vocabulary[tokens], *monitor)
-            continuous = layout.continuous(vocabulary)
-            improved = (loss < best_loss) & active.to(device)
-            best_loss[improved] = loss[improved]
-            best_tokens = torch.where(improved[:, None], tokens, best_tokens)
-            best_embeddings = torch.where(improved[:, None, None], continuous, best_embeddings)
-            stale_checks[improved.cpu()] = 0
-            stale_checks[~improved.cpu() & active] += 1
-            if self.record_history:
-                history.append(MonitorCheck(step, loss.cpu(), tokens.cpu(), continuous.cpu()))
+        def monitor_loss(index, embeddings):
+            return self.posterior_loss(model, latents[index], embeddings, *monitor)
 
-        for step in range(self.max_steps):
-            if cursor + self.pairs_per_step > self.num_pairs:  # a new pass: reshuffle the pairs
-                order, cursor = torch.randperm(self.num_pairs, generator=order_generator), 0
-            chosen = order[cursor : cursor + self.pairs_per_step].to(device)
-            cursor += self.pairs_per_step
-            index = torch.nonzero(active).reshape(-1).to(device)
-            frozen = [parameter.detach().clone() for parameter in layout.parameters]
-            current = layout.embeddings(vocabulary, index, self.snap)
-            loss = self.posterior_loss(model, latents[index], current, timesteps[chosen], image_noise[chosen],
-                                       prior_noise[chosen]).sum()
-            optimizer.zero_grad()
-            loss.backward(inputs=layout.parameters)  # no gradient into the frozen models
-            optimizer.step()
-            with torch.no_grad():  # Adam's momentum would still move stopped images: put them back
-                stopped = ~active.to(device)
-                for parameter, before in zip(layout.parameters, frozen, strict=True):
-                    parameter[stopped] = before[stopped]
-            if (step + 1) % self.monitor_period == 0 or step + 1 == self.max_steps:
-                check(step + 1)
-                stopping = active & (stale_checks >= self.patience)
-                stop_step[stopping] = step + 1
-                active &= ~stopping
-                if not active.any():
-                    break
-        return InversionResult(best_tokens, best_embeddings, best_loss.cpu(), stop_step, history)
+        return optimise_tokens(self.initial_layout(model, image_seeds, device),
+                               model.layout_encoder.vocabulary().detach(), step_loss, monitor_loss,
+                               self.search_settings(), self.record_history)
+
+    def search_settings(self) -> SearchSettings:
+        """The optimiser, pair and stopping settings of the shared loop ``optimise_tokens``."""
+        return SearchSettings(self.max_steps, self.learning_rate, self.num_pairs, self.pairs_per_step,
+                              self.monitor_period, self.patience, self.snap, self.seed)

@@ -29,9 +29,14 @@ PARAMETERISATIONS = ("embedding", "box")
 class EmbeddingSequence:
     """A free (B, L, width) embedding sequence per image, snapped to the nearest allowed token."""
 
-    def __init__(self, model, initial: torch.Tensor, metric: str = "l2"):
-        """initial: (B, L, width) starting embeddings; metric: "l2" or "cosine" snapping."""
-        self.model = model
+    def __init__(self, initial: torch.Tensor, allowed: torch.Tensor, metric: str = "l2"):
+        """
+        Args:
+            initial: (B, L, width) starting embeddings.
+            allowed: (L, V) bool, the vocabulary rows each position may snap to.
+            metric: "l2" or "cosine" snapping.
+        """
+        self.allowed = allowed
         self.metric = metric
         self.values = initial.detach().clone().requires_grad_(True)
 
@@ -40,7 +45,7 @@ class EmbeddingSequence:
         return [self.values]
 
     def _snap(self, values: torch.Tensor, vocabulary: torch.Tensor) -> torch.Tensor:
-        return nearest_allowed_tokens(values, vocabulary, self.model.tokenizer.allowed_tokens(), self.metric)
+        return nearest_allowed_tokens(values, vocabulary, self.allowed, self.metric)
 
     def embeddings(self, vocabulary: torch.Tensor, index: torch.Tensor, snap: bool) -> torch.Tensor:
         current = self.values[index]

@@ -334,11 +334,16 @@ def build_parts(cfg, tokenizer: LayoutTokenizer, first_stage: FirstStage) -> dic
     prior = LayoutPriorTransformer(sequence_length=tokenizer.sequence_length, embedding_width=width,
                                    width=dive.PRIOR.WIDTH, num_layers=dive.PRIOR.NUM_LAYERS,
                                    num_heads=dive.PRIOR.NUM_HEADS)
-    scheduler = DDPMScheduler(num_train_timesteps=dive.SCHEDULER.NUM_TRAIN_TIMESTEPS,
-                              beta_schedule=dive.SCHEDULER.BETA_SCHEDULE, beta_start=dive.SCHEDULER.BETA_START,
-                              beta_end=dive.SCHEDULER.BETA_END, prediction_type="epsilon", clip_sample=False)
     return {"layout_encoder": layout_encoder, "spatial_map": spatial_map, "unet": unet, "prior": prior,
-            "scheduler": scheduler}
+            "scheduler": build_scheduler(cfg)}
+
+
+def build_scheduler(cfg) -> DDPMScheduler:
+    """The diffusers DDPM noise schedule of MODEL.DIVE.SCHEDULER (epsilon prediction)."""
+    schedule = cfg.MODEL.DIVE.SCHEDULER
+    return DDPMScheduler(num_train_timesteps=schedule.NUM_TRAIN_TIMESTEPS, beta_schedule=schedule.BETA_SCHEDULE,
+                         beta_start=schedule.BETA_START, beta_end=schedule.BETA_END, prediction_type="epsilon",
+                         clip_sample=False)
 
 
 def load_pretrained_parts(directory: str) -> dict[str, nn.Module]:
