@@ -145,4 +145,7 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.PATIENCE = 6  # 0 disables early stopping (runs MAX_STEPS)
     cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.SNAP = True
     cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.METRIC = "l2"
+    # What moves: "embedding" (the paper: a free class embedding) or "logits" (softmax over the class rows,
+    # straight-through argmax); dive_d2/classification/inversion.py
+    cfg.MODEL.DIFFUSION_CLASSIFIER.INVERSION.PARAMETERISATION = "embedding"
     return cfg

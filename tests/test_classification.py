@@ -201,3 +201,30 @@ def test_shipped_digits_model_both_methods_agree_on_easy_images():
     assert len(easy) >= 6, enumeration
     agree = sum(inversion.predictions[i] == enumeration.predictions[i] for i in easy)
     assert agree >= len(easy) - 1, (inversion.predictions, enumeration.predictions)
+
+
+def test_token_logits_snap_to_allowed_rows_with_straight_through_gradients():
+    from dive_d2.inversion.parameterisations import TokenLogits
+
+    vocabulary = torch.randn(5, 3)
+    allowed = torch.tensor([[True, False, True, False, True]])
+    logits = torch.zeros(2, 1, 5)
+    logits[0, 0, 1] = 9.0  # a forbidden row's logit is ignored
+    layout = TokenLogits(logits, allowed)
+    assert set(layout.tokens(vocabulary).flatten().tolist()) <= {0, 2, 4}
+    current = layout.embeddings(vocabulary, torch.arange(2), snap=True)
+    torch.testing.assert_close(current, vocabulary[layout.tokens(vocabulary)])
+    current.sum().backward()
+    assert layout.logits.grad is not None and layout.logits.grad[:, :, [0, 2, 4]].abs().sum() > 0
+    torch.testing.assert_close(layout.continuous(vocabulary)[1, 0], vocabulary[[0, 2, 4]].mean(0))
+
+
+def test_logits_inversion_returns_candidate_classes():
+    _, model = tiny_classifier()
+    images = torch.randint(0, 255, (2, 1, 8, 8), dtype=torch.uint8)
+    inversion = ClassInversion(max_steps=4, num_pairs=4, pairs_per_step=2, monitor_pairs=2, monitor_period=2,
+                               parameterisation="logits")
+    prediction, _ = classify(model, images, inversion, classes=torch.tensor([1, 3]))
+    assert set(prediction.labels.tolist()) <= {1, 3}
+    with pytest.raises(ValueError, match="parameterisation"):
+        ClassInversion(parameterisation="box")

@@ -24,7 +24,8 @@ def build_classifier(cfg, method: str):
         return ClassInversion(max_steps=inv.MAX_STEPS, learning_rate=inv.LEARNING_RATE, num_pairs=inv.NUM_PAIRS,
                               pairs_per_step=inv.PAIRS_PER_STEP, monitor_pairs=inv.MONITOR_PAIRS,
                               monitor_period=inv.MONITOR_PERIOD, patience=inv.PATIENCE, snap=inv.SNAP,
-                              metric=inv.METRIC, max_timestep=node.MAX_TIMESTEP, seed=node.SEED)
+                              metric=inv.METRIC, max_timestep=node.MAX_TIMESTEP, seed=node.SEED,
+                              parameterisation=inv.PARAMETERISATION)
     enum = node.ENUMERATION
     if method == "enumeration":
         return EnumerationClassifier(enum.NUM_PAIRS, node.MAX_TIMESTEP, node.SEED, enum.BATCH_SIZE)

@@ -5,6 +5,10 @@ std * noise, seeded by the image), is moved by Adam on the denoising error of p(
 snapped to the nearest class row with the straight-through estimator. Pairs, reshuffling, the monitor,
 patience and the stopping step are ``dive_d2.inversion.optimise_tokens``, shared with detection: a class
 is a layout of one token whose every row is allowed.
+
+``parameterisation="logits"`` moves per-image logits over the candidate classes instead (``TokenLogits``:
+softmax mixture of the rows, straight-through argmax), started equal, so the first step already weighs
+every class; the models still only see real rows.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import torch
 
 from ..inversion.engine import SearchSettings, optimise_tokens
-from ..inversion.parameterisations import EmbeddingSequence
+from ..inversion.parameterisations import EmbeddingSequence, TokenLogits
 from .common import ClassPrediction, NetworkCost, candidate_classes, pair_set
+
+CLASS_PARAMETERISATIONS = ("embedding", "logits")
 
 
 class ClassInversion:
@@ -21,7 +27,11 @@ class ClassInversion:
 
     def __init__(self, max_steps: int = 200, learning_rate: float = 1.0, num_pairs: int = 32,
                  pairs_per_step: int = 2, monitor_pairs: int = 8, monitor_period: int = 5, patience: int = 6,
-                 snap: bool = True, metric: str = "l2", max_timestep: int = 0, seed: int = 0):
+                 snap: bool = True, metric: str = "l2", max_timestep: int = 0, seed: int = 0,
+                 parameterisation: str = "embedding"):
+        if parameterisation not in CLASS_PARAMETERISATIONS:
+            raise ValueError(f"class inversion parameterisation must be one of {CLASS_PARAMETERISATIONS}, "
+                             f"got {parameterisation!r}")
         if pairs_per_step > num_pairs:
             raise ValueError(f"pairs_per_step ({pairs_per_step}) exceeds num_pairs ({num_pairs})")
         self.settings = SearchSettings(max_steps, learning_rate, num_pairs, pairs_per_step, monitor_period,
@@ -29,6 +39,7 @@ class ClassInversion:
         self.monitor_pairs = monitor_pairs
         self.metric = metric
         self.max_timestep = max_timestep
+        self.parameterisation = parameterisation
 
     def initial_embeddings(self, table: torch.Tensor, image_seeds: list[int]) -> torch.Tensor:
         """(B, 1, width) starting points: the table's mean plus its per-dimension spread times seeded noise."""
@@ -66,7 +77,10 @@ class ClassInversion:
         candidates = candidate_classes(model, classes, images)[0]
         allowed = torch.zeros(1, len(table), dtype=torch.bool, device=table.device)
         allowed[0, candidates] = True
-        start = EmbeddingSequence(self.initial_embeddings(table[candidates], image_seeds), allowed, self.metric)
+        if self.parameterisation == "logits":
+            start = TokenLogits(torch.zeros(len(images), 1, len(table), device=table.device), allowed)
+        else:
+            start = EmbeddingSequence(self.initial_embeddings(table[candidates], image_seeds), allowed, self.metric)
         with torch.enable_grad():
             result = optimise_tokens(start, table, step_loss, monitor_loss, self.settings)
         return ClassPrediction(result.tokens[:, 0].cpu(), result.stop_step, cost)

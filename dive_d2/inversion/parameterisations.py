@@ -135,3 +135,44 @@ class BoxSlots:
     def continuous(self, vocabulary: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.embeddings(vocabulary, torch.arange(len(self.class_logits)), snap=False)
+
+
+class TokenLogits:
+    """Per position, logits over the rows it may take; its embedding is the softmax mixture of those rows
+    (straight-through: the argmax row). Starting from equal logits puts every position at the mean of its
+    allowed rows, and the gradient of a logit is the alignment of its row with the descent direction, so
+    every candidate row is weighed at each step. Used by classification (``ClassInversion``'s "logits").
+    """
+
+    def __init__(self, initial_logits: torch.Tensor, allowed: torch.Tensor):
+        """
+        Args:
+            initial_logits: (B, L, V) starting logits (entries of rows a position may not take are ignored).
+            allowed: (L, V) bool, the vocabulary rows each position may take.
+        """
+        self.allowed = allowed
+        self.logits = initial_logits.detach().clone().requires_grad_(True)
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.logits]
+
+    def _probabilities(self, index: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.logits if index is None else self.logits[index]
+        return logits.masked_fill(~self.allowed.to(logits.device)[None], float("-inf")).softmax(dim=-1)
+
+    def embeddings(self, vocabulary: torch.Tensor, index: torch.Tensor, snap: bool) -> torch.Tensor:
+        probabilities = self._probabilities(index)
+        soft = probabilities @ vocabulary  # (b, L, width)
+        if not snap:
+            return soft
+        hard = vocabulary[probabilities.argmax(dim=-1)]
+        return soft + (hard - soft).detach()
+
+    def tokens(self, vocabulary: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._probabilities().argmax(dim=-1)
+
+    def continuous(self, vocabulary: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._probabilities() @ vocabulary
