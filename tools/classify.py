@@ -7,6 +7,7 @@ enumeration on the same class-conditional diffusion model; print top-1 accuracy 
         --methods inversion enumeration adaptive --num-images 120 --num-classes 120 30
 
     python tools/classify.py ... --image-folder my_images/   # <class name>/*.png, or a flat folder
+        # class names: DATASETS.CLASS_NAMES if given, else those of the config's DATASETS.TRAIN[0]
 
 All methods run on the same images in the same process, one after another, batch by batch
 (``--batch-size``), so their wall times compare. ``--num-classes K`` restricts the candidates to K classes
@@ -24,7 +25,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from dive_d2.classification import CLASSIFICATION_METHODS, build_classifier, classify_dataset
-from dive_d2.data import load_image_folder
+from dive_d2.data import load_image_folder, model_class_names
 from dive_d2.loading import load_config, load_model
 
 
@@ -48,16 +49,16 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=0, help="images kept, evenly spaced (0: all)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--output", default="", help="json file for the rows (written after each row)")
+    parser.add_argument("--predictions", default="", help="csv: file, method, candidate classes, predicted class")
     parser.add_argument("--plot", default="", help="png: seconds per image and accuracy against the class count")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config KEY VALUE pairs")
     args = parser.parse_args()
 
     cfg = load_config(args.config_file, args.opts)
     model = load_model(cfg, args.weights)
-    class_names = [str(i) for i in range(model.num_classes)]
     if args.image_folder:
         dataset = args.image_folder
-        class_names = list(cfg.DATASETS.CLASS_NAMES) or class_names
+        class_names = model_class_names(cfg)  # DATASETS.CLASS_NAMES, else the training split's classes
         records = load_image_folder(args.image_folder, class_names)
     else:
         dataset = args.dataset or "dive_patches_val"
@@ -66,7 +67,7 @@ def main() -> None:
     if len(class_names) != model.num_classes:
         raise ValueError(f"{dataset} has {len(class_names)} classes, the model {model.num_classes}")
 
-    rows = []
+    rows, predictions = [], []
     for num_classes in args.num_classes:
         classes = spread(model.num_classes, num_classes)
         chosen = [r for r in records if r["label"] < 0 or r["label"] in classes]
@@ -80,6 +81,10 @@ def main() -> None:
                    "backwards_per_image": report.cost.backwards / images,
                    "mean_stop_step": sum(report.stop_steps) / images, "dataset": dataset}
             rows.append(row)
+            predictions += [(r["file_name"], method, len(classes), class_names[p])
+                            for r, p in zip(chosen, report.predictions, strict=True)]
+            if args.predictions:
+                write_predictions(predictions, args.predictions)
             print(f"{method:12s} classes {len(classes):4d}  images {images:5d}  top-1 {row['top1']:6.2f}  "
                   f"s/image {row['seconds_per_image']:7.3f}  forwards/image {row['forwards_per_image']:8.1f}  "
                   f"backwards/image {row['backwards_per_image']:7.1f}  mean stop step {row['mean_stop_step']:6.1f}",
@@ -99,6 +104,17 @@ def main() -> None:
 
     if args.plot:
         plot_scaling(rows, args.plot)
+
+
+def write_predictions(predictions: list[tuple], path: str) -> None:
+    """One csv line per image and run: file, method, number of candidate classes, predicted class name."""
+    import csv
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "method", "candidate_classes", "predicted_class"])
+        writer.writerows(predictions)
 
 
 def plot_scaling(rows: list[dict], path: str) -> None:
