@@ -1,6 +1,7 @@
 """Sampling loops of the two diffusion models (kept apart from the models, as in diffusers).
 
-``generate_images``: images that p(x|y) draws for given layouts. ``sample_layouts``: layouts drawn from
+``generate_images``: images that p(x|y) draws for given layouts. ``generate_class_images``: images of the
+classification model p(x|c) for given classes. ``sample_layouts``: layouts drawn from
 p(y). Both run a DDIM (deterministic, eta 0) or DDPM scheduler made from the model's training scheduler
 config, and take an explicit ``torch.Generator``: same seed, same samples.
 """
@@ -112,3 +113,25 @@ def sample_layouts(
     embeddings = sample_layout_embeddings(model, num_samples, generator, num_steps, scheduler, progress)
     vocabulary = model.layout_encoder.vocabulary()
     return nearest_allowed_tokens(embeddings, vocabulary, model.tokenizer.allowed_tokens(), metric)
+
+
+@torch.no_grad()
+def generate_class_images(
+    model,
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    num_steps: int = 50,
+    scheduler: str = "ddim",
+    progress: str = "",
+) -> torch.Tensor:
+    """Images a DiffusionClassifier's p(x|c) generates for class indices ``labels`` (B,).
+
+    Returns:
+        (B, C, S, S) uint8, C = model.in_channels, S = model.input_size.
+    """
+    class_embeddings = model.class_table(labels.to(model.device))
+    sampler = make_sampling_scheduler(model, scheduler, num_steps, clip_sample=True)
+    shape = (len(labels), model.in_channels, model.input_size, model.input_size)
+    images = _denoise(lambda x, t: model.unet(x, t, class_labels=class_embeddings).sample, shape, sampler,
+                      generator, model.device, progress)
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
