@@ -228,3 +228,14 @@ def test_logits_inversion_returns_candidate_classes():
     assert set(prediction.labels.tolist()) <= {1, 3}
     with pytest.raises(ValueError, match="parameterisation"):
         ClassInversion(parameterisation="box")
+
+
+def test_generate_class_images_is_seeded_and_shaped():
+    from dive_d2.sampling import generate_class_images
+
+    _, model = tiny_classifier()
+    labels = torch.tensor([0, 5])
+    first = generate_class_images(model, labels, torch.Generator().manual_seed(3), num_steps=3)
+    again = generate_class_images(model, labels, torch.Generator().manual_seed(3), num_steps=3)
+    assert first.shape == (2, 1, 8, 8) and first.dtype == torch.uint8
+    assert torch.equal(first, again)
