@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..inversion.engine import SearchSettings, optimise_tokens
+from ..inversion.engine import SearchSettings, optimise_tokens, seeded_starts
 from ..inversion.parameterisations import EmbeddingSequence, TokenLogits
 from .common import ClassPrediction, NetworkCost, candidate_classes, pair_set
 
@@ -43,10 +43,7 @@ class ClassInversion:
 
     def initial_embeddings(self, table: torch.Tensor, image_seeds: list[int]) -> torch.Tensor:
         """(B, 1, width) starting points: the table's mean plus its per-dimension spread times seeded noise."""
-        mean, std = table.mean(0), table.std(0)
-        return torch.stack([
-            mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed)).to(table.device)
-            for seed in image_seeds])[:, None]
+        return seeded_starts(table.mean(0), table.std(0), image_seeds)[:, None]
 
     def __call__(self, model, images: torch.Tensor, image_seeds: list[int],
                  classes: torch.Tensor | None = None) -> ClassPrediction:

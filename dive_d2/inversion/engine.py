@@ -98,6 +98,14 @@ def replay_checks(losses: torch.Tensor, steps: list[int], patience: int | None =
     return best, stop
 
 
+def seeded_starts(mean: torch.Tensor, std: torch.Tensor, image_seeds: list[int]) -> torch.Tensor:
+    """(B, *mean.shape) starting points mean + std * noise, the noise of image b drawn with image_seeds[b]
+    (so an image's start does not depend on its batch)."""
+    return torch.stack([
+        mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed)).to(mean.device)
+        for seed in image_seeds])
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """How ``optimise_tokens`` runs: Adam with ``learning_rate`` for at most ``max_steps`` steps, each on
@@ -296,9 +304,7 @@ class LayoutInversion:
         allowed = model.tokenizer.allowed_tokens().to(vocabulary.device)
         mean = torch.stack([vocabulary[allowed[p]].mean(0) for p in range(len(allowed))])
         std = torch.stack([vocabulary[allowed[p]].std(0) for p in range(len(allowed))])
-        return torch.stack([
-            mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(image_seed)).to(mean.device)
-            for image_seed in image_seeds])
+        return seeded_starts(mean, std, image_seeds)
 
     def initial_slots(self, model, image_seeds: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Starting classes (B, N) (num_classes = empty) and boxes (B, N, 4) (XYXY, normalised) of the box
