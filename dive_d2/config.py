@@ -83,8 +83,9 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.MAX_STEPS = 300  # optimisation steps per image at most (paper: 2000 on COCO)
     cfg.MODEL.DIVE.INVERSION.LEARNING_RATE = 0.05  # Adam learning rate on the embedding sequence v
     cfg.MODEL.DIVE.INVERSION.NUM_PAIRS = 64  # fixed (t, noise) pairs, evenly spread timesteps, seeded noise
-    # Pairs' timesteps are spread over [0, MAX_TIMESTEP); 0 = the whole schedule (the paper). The layout signal
-    # of the small models here lives at low and middle noise (tools/rank_layouts.py per-timestep table).
+    # Pairs' timesteps are spread over [MIN_TIMESTEP, MAX_TIMESTEP); MAX 0 = the schedule's end; (0, 0) is the
+    # paper's whole schedule. Where the position signal of a model lives: tools/rank_layouts.py per-t table.
+    cfg.MODEL.DIVE.INVERSION.MIN_TIMESTEP = 0
     cfg.MODEL.DIVE.INVERSION.MAX_TIMESTEP = 0
     cfg.MODEL.DIVE.INVERSION.PAIRS_PER_STEP = 16  # pairs per step, taken in a reshuffled order each pass
     cfg.MODEL.DIVE.INVERSION.MONITOR_PAIRS = 32  # a separate fixed pair set for the monitor
@@ -124,7 +125,8 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIFFUSION_CLASSIFIER.NORM_NUM_GROUPS = 8
     # Eval mode: "inversion" (DIVE), "enumeration" (Diffusion Classifier) or "adaptive" (its adaptive variant).
     cfg.MODEL.DIFFUSION_CLASSIFIER.METHOD = "inversion"
-    # Pairs' timesteps are spread over [0, MAX_TIMESTEP) for every method; 0 = the whole schedule.
+    # Pairs' timesteps are spread over [MIN_TIMESTEP, MAX_TIMESTEP) for every method; MAX 0 = the schedule's end.
+    cfg.MODEL.DIFFUSION_CLASSIFIER.MIN_TIMESTEP = 0
     cfg.MODEL.DIFFUSION_CLASSIFIER.MAX_TIMESTEP = 0
     cfg.MODEL.DIFFUSION_CLASSIFIER.SEED = 0  # seeds every (t, noise) pair set and inversion's initialisation
     cfg.MODEL.DIFFUSION_CLASSIFIER.ENUMERATION = CN()

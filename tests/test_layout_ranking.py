@@ -33,3 +33,18 @@ def test_fixed_pairs_spread_over_the_schedule_and_are_seeded():
     assert noise.shape == (8, 3, 4, 4)
     assert torch.equal(noise, fixed_pairs(8, (3, 4, 4), 1000, seed=0)[1])
     assert not torch.equal(noise, fixed_pairs(8, (3, 4, 4), 1000, seed=1)[1])
+
+
+def test_pairs_in_window_stay_inside_it_and_bad_windows_are_named():
+    from diffusers import DDPMScheduler
+
+    from dive_d2.modeling.denoising import pairs_in_window
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    timesteps, noise = pairs_in_window(4, (1, 2, 2), scheduler, 300, 700, seed=0)
+    assert timesteps.tolist() == [350, 450, 550, 650] and noise.shape == (4, 1, 2, 2)
+    # (0, 0) is the whole schedule, the same pairs as fixed_pairs.
+    assert torch.equal(pairs_in_window(8, (3, 4, 4), scheduler, 0, 0, seed=0)[0], fixed_pairs(8, (3, 4, 4), 1000, 0)[0])
+    for window in [(700, 300), (0, 1001), (-1, 0)]:
+        with pytest.raises(ValueError, match="MIN_TIMESTEP"):
+            pairs_in_window(4, (1, 2, 2), scheduler, *window, seed=0)

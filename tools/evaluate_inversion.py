@@ -3,15 +3,17 @@
 
     python tools/evaluate_inversion.py --config-file configs/shapes/dive.yaml \
         --weights weights/shapes/dive.pth --dataset dive_shapes_val --num-images 16 \
-        --budgets 50 100 200 300 --patience 3 5 --output output/eval/shapes_default \
+        --budgets 50 100 200 300 --patience 3 5 --scores leave_one_out constant \
+        --output output/eval/shapes_default \
         [MODEL.DIVE.INVERSION.KEY VALUE ...]
 
 The images are inverted once, without early stopping, for max(--budgets) steps with the monitor history
 recorded. Because every image is inverted independently and stopping only freezes an image, the layout
 that a run with a smaller budget or a finite patience would return is read off that history
-(``dive_d2.inversion.replay_checks``). Each setting's detections (with the configured score) go through
-Detectron2's COCOEvaluator on the same registered subset. Prints one row per setting: AP, AP50, AP75 and
-the mean stopping step; and the measured seconds per optimisation step per image.
+(``dive_d2.inversion.replay_checks``). Each setting's detections go through Detectron2's COCOEvaluator on
+the same registered subset, once per ``--scores`` variant (default: the configured score). Prints one row
+per setting and score: AP, AP50, AP75 and the mean stopping step; and the measured seconds per
+optimisation step per image.
 """
 
 import argparse
@@ -28,7 +30,7 @@ from tqdm import tqdm
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2.data import prepare_datasets_from_config
 from dive_d2.data.from_config import register_first_images
-from dive_d2.inversion import replay_checks
+from dive_d2.inversion import SCORES, replay_checks
 from dive_d2.loading import load_config, load_model
 
 
@@ -48,6 +50,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="images inverted together")
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 300])
     parser.add_argument("--patience", type=int, nargs="*", default=[5], help="early-stopping settings to replay")
+    parser.add_argument("--scores", nargs="+", default=None, choices=SCORES,
+                        help="score variants to rank each setting's detections with (default: the config's SCORE)")
     parser.add_argument("--output", required=True,
                         help="folder for results.json, the recorded inversion (history.pth) and COCO files")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config KEY VALUE pairs")
@@ -84,31 +88,33 @@ def main() -> None:
 
     settings = [(f"budget {budget}", None, budget) for budget in args.budgets]
     settings += [(f"patience {patience} (max {max_steps})", patience, max_steps) for patience in args.patience]
+    scores = args.scores or [model.score]
     score_cache: dict[tuple, object] = {}
     rows = []
     losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
-    for name, patience, budget in tqdm(settings, desc="scoring settings"):
+    for (name, patience, budget), score in tqdm([(s, v) for s in settings for v in scores], desc="scoring settings"):
+        model.score = score
         best, stop = replay_checks(losses, steps, patience, budget)
         outputs = []
         for image, (item, history) in enumerate(zip(records, histories, strict=True)):
             _, _, tokens, embeddings = history[int(best[image])]
-            key = (image, tuple(tokens.tolist()))
+            key = (score, image, tuple(tokens.tolist()))
             if key not in score_cache:
                 with torch.no_grad():
                     score_cache[key] = model.detections(item, latents_per_image[image], tokens.to(model.device),
                                                         embeddings.to(model.device)).to("cpu")
             outputs.append({"instances": score_cache[key]})
         metrics = coco_ap(subset, records, outputs, args.output)
-        rows.append({"setting": name, "AP": metrics["AP"], "AP50": metrics["AP50"], "AP75": metrics["AP75"],
-                     "mean_stop_step": float(stop.float().mean()),
+        rows.append({"setting": name, "score": score, "AP": metrics["AP"], "AP50": metrics["AP50"],
+                     "AP75": metrics["AP75"], "mean_stop_step": float(stop.float().mean()),
                      "detections_per_image": sum(len(o["instances"]) for o in outputs) / len(outputs)})
 
     seconds_per_step = seconds / (len(records) * max_steps)
     print(f"\n{len(records)} images of {args.dataset}; {seconds_per_step:.3f} s per step per image "
           f"({seconds / len(records):.1f} s per image for {max_steps} steps)")
-    print(f"{'setting':<28} {'AP':>6} {'AP50':>6} {'AP75':>6} {'mean step':>9} {'dets/img':>8}")
+    print(f"{'setting':<28} {'score':<14} {'AP':>6} {'AP50':>6} {'AP75':>6} {'mean step':>9} {'dets/img':>8}")
     for row in rows:
-        print(f"{row['setting']:<28} {row['AP']:6.1f} {row['AP50']:6.1f} {row['AP75']:6.1f} "
+        print(f"{row['setting']:<28} {row['score']:<14} {row['AP']:6.1f} {row['AP50']:6.1f} {row['AP75']:6.1f} "
               f"{row['mean_stop_step']:9.1f} {row['detections_per_image']:8.2f}")
     with open(os.path.join(args.output, "results.json"), "w") as handle:
         json.dump({"dataset": args.dataset, "num_images": len(records), "weights": args.weights,

@@ -19,19 +19,20 @@ CLASSIFICATION_METHODS = ("inversion", "enumeration", "adaptive")
 def build_classifier(cfg, method: str):
     """The classifier ``method`` (one of CLASSIFICATION_METHODS) with MODEL.DIFFUSION_CLASSIFIER settings."""
     node = cfg.MODEL.DIFFUSION_CLASSIFIER
+    window = (node.MIN_TIMESTEP, node.MAX_TIMESTEP)
     if method == "inversion":
         inv = node.INVERSION
         return ClassInversion(max_steps=inv.MAX_STEPS, learning_rate=inv.LEARNING_RATE, num_pairs=inv.NUM_PAIRS,
                               pairs_per_step=inv.PAIRS_PER_STEP, monitor_pairs=inv.MONITOR_PAIRS,
                               monitor_period=inv.MONITOR_PERIOD, patience=inv.PATIENCE, snap=inv.SNAP,
-                              metric=inv.METRIC, max_timestep=node.MAX_TIMESTEP, seed=node.SEED,
+                              metric=inv.METRIC, timestep_window=window, seed=node.SEED,
                               parameterisation=inv.PARAMETERISATION)
     enum = node.ENUMERATION
     if method == "enumeration":
-        return EnumerationClassifier(enum.NUM_PAIRS, node.MAX_TIMESTEP, node.SEED, enum.BATCH_SIZE)
+        return EnumerationClassifier(enum.NUM_PAIRS, window, node.SEED, enum.BATCH_SIZE)
     if method == "adaptive":
-        return AdaptiveEnumerationClassifier(tuple(enum.ADAPTIVE_PAIRS), tuple(enum.ADAPTIVE_KEEP), node.MAX_TIMESTEP,
-                                             node.SEED, enum.BATCH_SIZE)
+        return AdaptiveEnumerationClassifier(tuple(enum.ADAPTIVE_PAIRS), tuple(enum.ADAPTIVE_KEEP), window, node.SEED,
+                                             enum.BATCH_SIZE)
     raise ValueError(f"MODEL.DIFFUSION_CLASSIFIER.METHOD must be one of {CLASSIFICATION_METHODS}, got {method!r}")
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..modeling.denoising import fixed_pairs
+from ..modeling.denoising import pairs_in_window
 
 
 @dataclass
@@ -33,14 +33,10 @@ class ClassPrediction:
     cost: NetworkCost = field(default_factory=NetworkCost)
 
 
-def pair_set(count: int, images: torch.Tensor, max_timestep: int, scheduler, seed: int):
-    """``count`` fixed (t, noise) pairs for images (B, C, S, S): timesteps evenly spread over
-    [0, max_timestep or the schedule), seeded noise; on the images' device."""
-    schedule = scheduler.config.num_train_timesteps
-    if max_timestep > schedule:
-        raise ValueError(f"max_timestep {max_timestep} exceeds the schedule's {schedule} steps")
-    timesteps, noise = fixed_pairs(count, tuple(images.shape[1:]), max_timestep or schedule, seed)
-    return timesteps.to(images.device), noise.to(images.device)
+def pair_set(count: int, images: torch.Tensor, timestep_window: tuple[int, int], scheduler, seed: int):
+    """``count`` fixed (t, noise) pairs for images (B, C, S, S): timesteps evenly spread over the window
+    [min, max or the schedule), seeded noise; on the images' device (``pairs_in_window``)."""
+    return pairs_in_window(count, tuple(images.shape[1:]), scheduler, *timestep_window, seed, images.device)
 
 
 def class_errors(model, images: torch.Tensor, candidates: torch.Tensor, timesteps: torch.Tensor,

@@ -17,9 +17,10 @@ from .common import ClassPrediction, NetworkCost, candidate_classes, class_error
 class EnumerationClassifier:
     """Plain enumeration over all classes (see module docstring)."""
 
-    def __init__(self, num_pairs: int = 16, max_timestep: int = 0, seed: int = 0, batch_size: int = 512):
+    def __init__(self, num_pairs: int = 16, timestep_window: tuple[int, int] = (0, 0), seed: int = 0,
+                 batch_size: int = 512):
         self.num_pairs = num_pairs
-        self.max_timestep = max_timestep
+        self.timestep_window = tuple(timestep_window)
         self.seed = seed
         self.batch_size = batch_size
 
@@ -28,7 +29,7 @@ class EnumerationClassifier:
         """Classify (B, C, S, S) images in [-1, 1] among ``classes`` ((K,) indices; default all);
         ``image_seeds`` is unused (enumeration is deterministic)."""
         cost = NetworkCost()
-        timesteps, noise = pair_set(self.num_pairs, images, self.max_timestep, model.scheduler, self.seed)
+        timesteps, noise = pair_set(self.num_pairs, images, self.timestep_window, model.scheduler, self.seed)
         candidates = candidate_classes(model, classes, images)
         errors = class_errors(model, images, candidates, timesteps, noise, self.batch_size, cost)
         labels = candidates.gather(1, errors.mean(dim=2).argmin(dim=1, keepdim=True))[:, 0].cpu()
@@ -39,7 +40,7 @@ class AdaptiveEnumerationClassifier:
     """Enumeration that prunes classes between rounds of pairs (see module docstring)."""
 
     def __init__(self, pairs_per_round: tuple[int, ...] = (2, 4, 10), keep: tuple[int, ...] = (10, 3),
-                 max_timestep: int = 0, seed: int = 0, batch_size: int = 512):
+                 timestep_window: tuple[int, int] = (0, 0), seed: int = 0, batch_size: int = 512):
         if len(keep) != len(pairs_per_round) - 1:
             raise ValueError(f"adaptive enumeration needs one 'keep' per round but the last: {len(pairs_per_round)} "
                              f"rounds of pairs {pairs_per_round}, keep {keep}")
@@ -47,7 +48,7 @@ class AdaptiveEnumerationClassifier:
             raise ValueError(f"adaptive enumeration's keep must not grow between rounds, got {keep}")
         self.pairs_per_round = tuple(pairs_per_round)
         self.keep = tuple(keep)
-        self.max_timestep = max_timestep
+        self.timestep_window = tuple(timestep_window)
         self.seed = seed
         self.batch_size = batch_size
 
@@ -61,7 +62,7 @@ class AdaptiveEnumerationClassifier:
         for round_index, num_pairs in enumerate(self.pairs_per_round):
             # Each round's pairs are spread over the whole schedule: a prefix of one evenly spread set would
             # hold only low timesteps.
-            timesteps, noise = pair_set(num_pairs, images, self.max_timestep, model.scheduler,
+            timesteps, noise = pair_set(num_pairs, images, self.timestep_window, model.scheduler,
                                         self.seed + 100 * (round_index + 1))
             error_sum += class_errors(model, images, candidates, timesteps, noise, self.batch_size, cost).sum(2)
             pairs_seen += num_pairs

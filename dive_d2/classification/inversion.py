@@ -27,7 +27,7 @@ class ClassInversion:
 
     def __init__(self, max_steps: int = 200, learning_rate: float = 1.0, num_pairs: int = 32,
                  pairs_per_step: int = 2, monitor_pairs: int = 8, monitor_period: int = 5, patience: int = 6,
-                 snap: bool = True, metric: str = "l2", max_timestep: int = 0, seed: int = 0,
+                 snap: bool = True, metric: str = "l2", timestep_window: tuple[int, int] = (0, 0), seed: int = 0,
                  parameterisation: str = "embedding"):
         if parameterisation not in CLASS_PARAMETERISATIONS:
             raise ValueError(f"class inversion parameterisation must be one of {CLASS_PARAMETERISATIONS}, "
@@ -38,7 +38,7 @@ class ClassInversion:
                                        patience, snap, seed)
         self.monitor_pairs = monitor_pairs
         self.metric = metric
-        self.max_timestep = max_timestep
+        self.timestep_window = tuple(timestep_window)
         self.parameterisation = parameterisation
 
     def initial_embeddings(self, table: torch.Tensor, image_seeds: list[int]) -> torch.Tensor:
@@ -52,8 +52,9 @@ class ClassInversion:
         image's start."""
         cost = NetworkCost()
         seed = self.settings.seed
-        timesteps, noise = pair_set(self.settings.num_pairs, images, self.max_timestep, model.scheduler, seed)
-        monitor_t, monitor_noise = pair_set(self.monitor_pairs, images, self.max_timestep, model.scheduler, seed + 2)
+        window = self.timestep_window
+        timesteps, noise = pair_set(self.settings.num_pairs, images, window, model.scheduler, seed)
+        monitor_t, monitor_noise = pair_set(self.monitor_pairs, images, window, model.scheduler, seed + 2)
 
         def errors(index, embeddings, pair_t, pair_noise):
             count, pairs = len(index), len(pair_t)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from detectron2.config import configurable
 
-from ..modeling.denoising import fixed_pairs
+from ..modeling.denoising import pairs_in_window
 from ..sampling import sample_layout_embeddings
 from .parameterisations import PARAMETERISATIONS, BoxSlots, EmbeddingSequence
 
@@ -216,7 +216,7 @@ class LayoutInversion:
         initialisation: str = "random",
         prior_init_steps: int = 50,
         parameterisation: str = "embedding",
-        max_timestep: int = 0,
+        timestep_window: tuple[int, int] = (0, 0),
         seed: int = 0,
         record_history: bool = False,
     ):
@@ -240,7 +240,7 @@ class LayoutInversion:
         self.initialisation = initialisation
         self.prior_init_steps = prior_init_steps
         self.parameterisation = parameterisation
-        self.max_timestep = max_timestep
+        self.timestep_window = tuple(timestep_window)
         self.seed = seed
         self.record_history = record_history
 
@@ -261,7 +261,7 @@ class LayoutInversion:
             "initialisation": inversion.INIT,
             "prior_init_steps": inversion.PRIOR_INIT_STEPS,
             "parameterisation": inversion.PARAMETERISATION,
-            "max_timestep": inversion.MAX_TIMESTEP,
+            "timestep_window": (inversion.MIN_TIMESTEP, inversion.MAX_TIMESTEP),
             "seed": inversion.SEED,
         }
 
@@ -339,19 +339,11 @@ class LayoutInversion:
         return EmbeddingSequence(self.initial_embeddings(model, image_seeds).to(device),
                                  model.tokenizer.allowed_tokens(), self.metric)
 
-    def timestep_range(self, model) -> int:
-        """Pairs' timesteps are spread over [0, this): ``max_timestep``, or the whole schedule when 0."""
-        schedule = model.scheduler.config.num_train_timesteps
-        if self.max_timestep > schedule:
-            raise ValueError(f"inversion max_timestep {self.max_timestep} exceeds the schedule's {schedule} steps")
-        return self.max_timestep or schedule
-
     def monitor_pairs_for(self, model, latents: torch.Tensor):
         """The monitor's fixed pairs for these latents: (timesteps (M,), image noise (M, C, h, w),
         prior noise (M, L, width)), on the latents' device."""
-        num_timesteps = self.timestep_range(model)
-        timesteps, image_noise = fixed_pairs(self.monitor_pairs, tuple(latents.shape[1:]), num_timesteps,
-                                             self.seed + 2)
+        timesteps, image_noise = pairs_in_window(self.monitor_pairs, tuple(latents.shape[1:]), model.scheduler,
+                                                 *self.timestep_window, self.seed + 2)
         shape = (self.monitor_pairs, model.tokenizer.sequence_length, model.layout_encoder.config.width)
         prior_noise = torch.randn(shape, generator=torch.Generator().manual_seed(self.seed + 3))
         return timesteps.to(latents.device), image_noise.to(latents.device), prior_noise.to(latents.device)
@@ -368,8 +360,8 @@ class LayoutInversion:
         device = latents.device
         width = model.layout_encoder.config.width
         length = model.tokenizer.sequence_length
-        num_timesteps = self.timestep_range(model)
-        timesteps, image_noise = fixed_pairs(self.num_pairs, tuple(latents.shape[1:]), num_timesteps, self.seed)
+        timesteps, image_noise = pairs_in_window(self.num_pairs, tuple(latents.shape[1:]), model.scheduler,
+                                                 *self.timestep_window, self.seed)
         prior_noise = torch.randn((self.num_pairs, length, width),
                                   generator=torch.Generator().manual_seed(self.seed + 1))
         timesteps, image_noise, prior_noise = timesteps.to(device), image_noise.to(device), prior_noise.to(device)

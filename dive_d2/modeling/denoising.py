@@ -36,14 +36,31 @@ def denoising_error(
     return error.flatten(1).mean(dim=1)
 
 
-def fixed_pairs(num_pairs: int, sample_shape: tuple[int, ...], num_train_timesteps: int, seed: int):
-    """``num_pairs`` (timestep, noise) pairs: timesteps evenly spread over the schedule, seeded noise.
+def fixed_pairs(num_pairs: int, sample_shape: tuple[int, ...], num_train_timesteps: int, seed: int,
+                first_timestep: int = 0):
+    """``num_pairs`` (timestep, noise) pairs: timesteps evenly spread over [first_timestep,
+    num_train_timesteps), seeded noise.
 
     Returns:
-        timesteps (P,) int64 (the centres of P equal bins of [0, num_train_timesteps)) and noise
-        (P, *sample_shape) float32, both on the CPU.
+        timesteps (P,) int64 (the centres of P equal bins of that range) and noise (P, *sample_shape)
+        float32, both on the CPU.
     """
     generator = torch.Generator().manual_seed(seed)
-    spacing = num_train_timesteps / num_pairs
-    timesteps = (torch.arange(num_pairs) * spacing + spacing / 2).long()
+    spacing = (num_train_timesteps - first_timestep) / num_pairs
+    timesteps = (first_timestep + torch.arange(num_pairs) * spacing + spacing / 2).long()
     return timesteps, torch.randn((num_pairs, *sample_shape), generator=generator)
+
+
+def pairs_in_window(count: int, sample_shape: tuple[int, ...], scheduler: SchedulerMixin, min_timestep: int,
+                    max_timestep: int, seed: int, device: torch.device | str = "cpu"):
+    """``fixed_pairs`` over the window [min_timestep, max_timestep or the whole schedule), on ``device``.
+
+    Both DIVE's layout inversion and the classifiers draw their pairs here, so the window is validated once.
+    """
+    schedule = scheduler.config.num_train_timesteps
+    end = max_timestep or schedule
+    if not 0 <= min_timestep < end <= schedule:
+        raise ValueError(f"timestep window [{min_timestep}, {max_timestep}) must satisfy 0 <= MIN_TIMESTEP < "
+                         f"MAX_TIMESTEP (0 = {schedule}) <= the schedule's {schedule} steps")
+    timesteps, noise = fixed_pairs(count, sample_shape, end, seed, first_timestep=min_timestep)
+    return timesteps.to(device), noise.to(device)
