@@ -99,6 +99,10 @@ def add_dive_config(cfg: CN) -> CN:
     # What gradient descent moves: "embedding" (the paper's free sequence v) or "box" (per slot class logits
     # and a sigmoid centre/size box through the smooth corner embedding); dive_d2/inversion/parameterisations.py
     cfg.MODEL.DIVE.INVERSION.PARAMETERISATION = "embedding"
+    # "box" only: the gradient reaching a corner is that of the corner function smoothed by a Gaussian of this
+    # std (normalised units; 0.03 is about 2 px of a 64 px image). The finest Fourier terms otherwise dominate it
+    # and change sign every few pixels, while the denoising error varies smoothly over tens of pixels.
+    cfg.MODEL.DIVE.INVERSION.BOX_SMOOTHING = 0.0
     cfg.MODEL.DIVE.INVERSION.SEED = 0  # seeds pairs and, with each image's id, its initialisation
     # Detection confidence: "leave_one_out", "margin" or "constant" (dive_d2/inversion/scoring.py).
     cfg.MODEL.DIVE.INVERSION.SCORE = "leave_one_out"

@@ -51,6 +51,33 @@ def test_box_slots_show_the_models_real_tokens_and_pass_gradients_to_boxes_and_c
     assert layout.box_logits.grad.abs().sum() > 0 and layout.class_logits.grad.abs().sum() > 0
 
 
+def test_box_smoothing_keeps_the_forward_tokens_and_damps_the_fine_corner_gradient():
+    from dive_d2.modeling.layout_encoder import fourier_features
+
+    points = torch.rand(5, 2)
+    assert torch.equal(fourier_features(points, 4, smoothing=0.0), fourier_features(points, 4))
+    smoothed = fourier_features(points, 4, smoothing=0.1)
+    # Jitter-averaged features: the finest term shrinks most; the raw coordinates are unchanged.
+    assert torch.equal(smoothed[:, :2], points)
+    finest_sin = slice(2 + 3, 2 + 4 * 2, 4)  # x and y at the finest frequency
+    assert (smoothed[:, finest_sin].abs() < fourier_features(points, 4)[:, finest_sin].abs() + 1e-7).all()
+    model = tiny_model()
+    vocabulary = model.layout_encoder.vocabulary().detach()
+    classes, boxes = torch.tensor([[0, 1, 2, 0]]), torch.tensor([[[0.1, 0.1, 0.5, 0.4]] * 4])
+    weights = torch.randn(1, model.tokenizer.sequence_length, vocabulary.shape[1])
+    gradients = []
+    for smoothing in (0.0, 0.05):
+        layout = BoxSlots(model, classes, boxes, smoothing=smoothing)
+        snapped = layout.embeddings(vocabulary, torch.arange(1), snap=True)
+        assert torch.allclose(snapped, vocabulary[layout.tokens(vocabulary)], atol=1e-5)
+        (snapped * weights).sum().backward()
+        gradients.append(layout.box_logits.grad.clone())
+    assert not torch.allclose(gradients[0], gradients[1]), "smoothing must change the corner gradient"
+    free = tiny_model("MODEL.DIVE.LAYOUT_ENCODER.COORDINATE_EMBEDDING", "free")
+    with pytest.raises(ValueError, match="fourier"):
+        free.layout_encoder.corner_embeddings(torch.rand(3, 2), smoothing=0.05)
+
+
 @pytest.mark.parametrize("parameterisation", ["embedding", "box"])
 def test_eval_forward_returns_instances_for_mixed_inputs(parameterisation):
     model = tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", parameterisation)

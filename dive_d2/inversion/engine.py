@@ -216,6 +216,7 @@ class LayoutInversion:
         initialisation: str = "random",
         prior_init_steps: int = 50,
         parameterisation: str = "embedding",
+        box_smoothing: float = 0.0,
         timestep_window: tuple[int, int] = (0, 0),
         seed: int = 0,
         record_history: bool = False,
@@ -240,6 +241,7 @@ class LayoutInversion:
         self.initialisation = initialisation
         self.prior_init_steps = prior_init_steps
         self.parameterisation = parameterisation
+        self.box_smoothing = box_smoothing
         self.timestep_window = tuple(timestep_window)
         self.seed = seed
         self.record_history = record_history
@@ -261,6 +263,7 @@ class LayoutInversion:
             "initialisation": inversion.INIT,
             "prior_init_steps": inversion.PRIOR_INIT_STEPS,
             "parameterisation": inversion.PARAMETERISATION,
+            "box_smoothing": inversion.BOX_SMOOTHING,
             "timestep_window": (inversion.MIN_TIMESTEP, inversion.MAX_TIMESTEP),
             "seed": inversion.SEED,
         }
@@ -335,7 +338,7 @@ class LayoutInversion:
     def initial_layout(self, model, image_seeds: list[int], device: torch.device):
         """The parameterised starting layouts of a batch (an EmbeddingSequence or BoxSlots)."""
         if self.parameterisation == "box":
-            return BoxSlots(model, *self.initial_slots(model, image_seeds, device))
+            return BoxSlots(model, *self.initial_slots(model, image_seeds, device), smoothing=self.box_smoothing)
         return EmbeddingSequence(self.initial_embeddings(model, image_seeds).to(device),
                                  model.tokenizer.allowed_tokens(), self.metric)
 

@@ -69,15 +69,20 @@ def _logit(probability: torch.Tensor) -> torch.Tensor:
 class BoxSlots:
     """Per slot: class logits over (classes, none) and a box as sigmoid centre and size."""
 
-    def __init__(self, model, classes: torch.Tensor, boxes: torch.Tensor, class_confidence: float = 1.0):
+    def __init__(self, model, classes: torch.Tensor, boxes: torch.Tensor, class_confidence: float = 1.0,
+                 smoothing: float = 0.0):
         """
         Args:
             classes: (B, N) int64 starting class of each slot; ``num_classes`` means empty (``none``).
             boxes: (B, N, 4) starting boxes, XYXY normalised to [0, 1] (also for empty slots: where the
                 slot's box starts if it becomes an object).
             class_confidence: the starting class's logit (the others start at 0).
+            smoothing: std (normalised units) of the Gaussian the corner function is smoothed with on the
+                continuous path (``LayoutEncoderModel.corner_embeddings``). With snapping the forward value
+                stays the exact token row; only the gradient sees the smoothed function.
         """
         self.model = model
+        self.smoothing = smoothing
         tokenizer = model.tokenizer
         self.class_logits = (torch.nn.functional.one_hot(classes, tokenizer.num_classes + 1).float()
                              * class_confidence).requires_grad_(True)
@@ -113,7 +118,8 @@ class BoxSlots:
         none_row = vocabulary[tokenizer.none_token]
         corners = self.corners(index)
         soft_class = probabilities @ class_table  # (b, N, width)
-        soft_corners = (1 - empty) * self.model.layout_encoder.corner_embeddings(corners) + empty * none_row
+        soft_corners = ((1 - empty) * self.model.layout_encoder.corner_embeddings(corners, self.smoothing)
+                        + empty * none_row)
         soft = torch.cat([soft_class[..., None, :], soft_corners], dim=-2).flatten(1, 2)  # (b, L, width)
         if not snap:
             return soft

@@ -23,19 +23,23 @@ from torch import nn
 from ..layout.tokenizer import corner_grid_points
 
 
-def fourier_features(points: torch.Tensor, num_frequencies: int) -> torch.Tensor:
+def fourier_features(points: torch.Tensor, num_frequencies: int, smoothing: float = 0.0) -> torch.Tensor:
     """sin/cos features of normalised 2-D points.
 
     Args:
         points: (P, 2) coordinates in [0, 1].
         num_frequencies: F; frequencies pi * 2**k for k < F (the finest has a period of 2 / 2**(F-1)).
+        smoothing: sigma >= 0 (normalised units). The features are their expectation when the points are
+            jittered by Gaussian noise of this std: the term of frequency w is damped by exp(-(w sigma)^2 / 2).
+            0 gives the exact features.
 
     Returns:
         (P, 2 + 4F): the points themselves, then sin and cos of each coordinate at each frequency.
     """
     frequencies = math.pi * 2.0 ** torch.arange(num_frequencies, dtype=points.dtype, device=points.device)
     angles = points[:, :, None] * frequencies  # (P, 2, F)
-    return torch.cat([points, angles.sin().flatten(1), angles.cos().flatten(1)], dim=1)
+    damping = torch.exp(-0.5 * (frequencies * smoothing) ** 2)
+    return torch.cat([points, (angles.sin() * damping).flatten(1), (angles.cos() * damping).flatten(1)], dim=1)
 
 
 class LayoutEncoderModel(ModelMixin, ConfigMixin):
@@ -81,11 +85,14 @@ class LayoutEncoderModel(ModelMixin, ConfigMixin):
             coordinate_rows = self.corner_embeddings(self.grid_points)
         return torch.cat([self.class_rows, coordinate_rows, self.none_row], dim=0)
 
-    def corner_embeddings(self, points: torch.Tensor) -> torch.Tensor:
+    def corner_embeddings(self, points: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
         """Embeddings of corners anywhere in the frame, a smooth function of their position.
 
         Args:
             points: (..., 2) normalised (x, y) in [0, 1].
+            smoothing: "fourier" only: the expected embedding under Gaussian jitter of the points with this
+                std (normalised units); 0 is exact. Inversion's box parameterisation follows its gradient,
+                which is not dominated by the finest frequencies.
 
         Returns:
             (..., width). At a grid point this is exactly that corner token's row. "fourier": the learned
@@ -93,7 +100,10 @@ class LayoutEncoderModel(ModelMixin, ConfigMixin):
         """
         flat = points.reshape(-1, 2)
         if self.config.coordinate_embedding == "fourier":
-            rows = self.coordinate_projection(fourier_features(flat, self.config.num_frequencies))
+            rows = self.coordinate_projection(fourier_features(flat, self.config.num_frequencies, smoothing))
+        elif smoothing > 0:
+            raise ValueError("corner smoothing needs the 'fourier' coordinate embedding "
+                             "(MODEL.DIVE.LAYOUT_ENCODER.COORDINATE_EMBEDDING); set BOX_SMOOTHING 0 for 'free'")
         else:
             size = self.config.grid_size
             table = self.coordinate_rows.T.reshape(1, -1, size, size)  # (1, width, rows=y, columns=x)
