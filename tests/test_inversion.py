@@ -199,3 +199,18 @@ def test_replaying_the_history_gives_what_a_stopped_run_returns():
         assert torch.equal(stop, run.stop_step)
         replayed = torch.stack([long_run.history[int(b)].tokens[i] for i, b in enumerate(best)])
         assert torch.equal(replayed, run.tokens.cpu())
+
+
+def test_objective_gap_compares_found_and_true_layouts_on_the_same_pairs():
+    from dive_d2.evaluation import objective_gap
+
+    model = tiny_model()
+    tokenizer = model.tokenizer
+    latents = torch.randn(2, model.first_stage.channels, 8, 8)
+    truth = tokenizer.encode(torch.tensor([[4.0, 4.0, 30.0, 30.0]]), torch.tensor([1]), 64, 64)
+    empty = torch.full_like(truth, tokenizer.none_token)
+    found_loss, true_loss = objective_gap(model, latents, torch.stack([truth, empty]), torch.stack([truth, truth]),
+                                          num_pairs=4)
+    assert found_loss.shape == true_loss.shape == (2,)
+    assert found_loss[0] == true_loss[0], "the same layout on the same pairs must give the same loss"
+    assert found_loss[1] != true_loss[1]

@@ -13,7 +13,9 @@ that a run with a smaller budget or a finite patience would return is read off t
 (``dive_d2.inversion.replay_checks``). Each setting's detections go through Detectron2's COCOEvaluator on
 the same registered subset, once per ``--scores`` variant (default: the configured score). Prints one row
 per setting and score: AP, AP50, AP75 and the mean stopping step; and the measured seconds per
-optimisation step per image.
+optimisation step per image. With ``--gap-pairs``, two more columns say whose fault a miss is
+(``dive_d2.evaluation.objective_gap``): the fraction of images whose found layout has a loss no higher than
+the ground truth's on held-out pairs, and the mean relative loss gap (found / true - 1).
 """
 
 import argparse
@@ -28,8 +30,9 @@ from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 import dive_d2  # noqa: F401  (registers datasets and models)
-from dive_d2.data import prepare_datasets_from_config
+from dive_d2.data import ground_truth_layout, prepare_datasets_from_config
 from dive_d2.data.from_config import register_first_images
+from dive_d2.evaluation import objective_gap
 from dive_d2.inversion import SCORES, replay_checks
 from dive_d2.loading import load_config, load_model
 
@@ -52,6 +55,12 @@ def main() -> None:
     parser.add_argument("--patience", type=int, nargs="*", default=[5], help="early-stopping settings to replay")
     parser.add_argument("--scores", nargs="+", default=None, choices=SCORES,
                         help="score variants to rank each setting's detections with (default: the config's SCORE)")
+    parser.add_argument("--gap-pairs", type=int, default=128,
+                        help="held-out pairs for the found-vs-true loss comparison (dive_d2.evaluation.objective_gap); "
+                             "0 skips it")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the inversion recorded in --output/history.pth (same options) instead of "
+                             "inverting again")
     parser.add_argument("--output", required=True,
                         help="folder for results.json, the recorded inversion (history.pth) and COCO files")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="extra config KEY VALUE pairs")
@@ -66,38 +75,60 @@ def main() -> None:
     model.inversion.record_history = True
     subset = register_first_images(args.dataset, args.num_images)
     mapper = DatasetMapper(cfg, is_train=False)
-    records = [mapper(record) for record in DatasetCatalog.get(subset)]
+    dataset_dicts = DatasetCatalog.get(subset)
+    records = [mapper(record) for record in dataset_dicts]
 
+    history_path = os.path.join(args.output, "history.pth")
+    recorded = torch.load(history_path, weights_only=False) if args.rescore else None
+    if recorded is not None and (recorded["opts"] != args.opts or len(recorded["histories"]) != len(records)
+                                 or recorded["histories"][0][-1][0] != max_steps):
+        raise ValueError(f"{history_path} was recorded with other settings (opts {recorded['opts']}, "
+                         f"{len(recorded['histories'])} images); run without --rescore to invert again")
     histories, latents_per_image, seconds = [], [], 0.0
-    for start in tqdm(range(0, len(records), args.batch_size), desc="inverting", unit="batch"):
+    for start in tqdm(range(0, len(records), args.batch_size), desc="inverting", unit="batch",
+                      disable=recorded is not None):
         batch = records[start : start + args.batch_size]
         began = time.perf_counter()
         with torch.no_grad():
             latents = model.first_stage.encode(model.preprocess_images(batch))
+        latents_per_image.extend(latents[index : index + 1] for index in range(len(batch)))
+        if recorded is not None:
+            continue
         with torch.enable_grad():
             result = model.inversion(model, latents, [model.image_seed(item) for item in batch])
         seconds += time.perf_counter() - began
         for index in range(len(batch)):
             histories.append([(c.step, c.loss[index], c.tokens[index], c.embeddings[index]) for c in result.history])
-            latents_per_image.append(latents[index : index + 1])
-    os.makedirs(args.output, exist_ok=True)
-    # The inversion is the expensive part: keep it even if scoring fails later.
-    torch.save({"histories": histories, "seconds": seconds, "opts": args.opts},
-               os.path.join(args.output, "history.pth"))
+    if recorded is not None:
+        histories, seconds = recorded["histories"], recorded["seconds"]
+    else:
+        os.makedirs(args.output, exist_ok=True)
+        # The inversion is the expensive part: keep it even if scoring fails later.
+        torch.save({"histories": histories, "seconds": seconds, "opts": args.opts}, history_path)
     steps = [step for step, *_ in histories[0]]
 
     settings = [(f"budget {budget}", None, budget) for budget in args.budgets]
     settings += [(f"patience {patience} (max {max_steps})", patience, max_steps) for patience in args.patience]
     scores = args.scores or [model.score]
     score_cache: dict[tuple, object] = {}
+    gap_cache: dict[tuple, tuple[float, float]] = {}
     rows = []
     losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
     for (name, patience, budget), score in tqdm([(s, v) for s in settings for v in scores], desc="scoring settings"):
         model.score = score
         best, stop = replay_checks(losses, steps, patience, budget)
-        outputs = []
+        outputs, gaps = [], []
         for image, (item, history) in enumerate(zip(records, histories, strict=True)):
             _, _, tokens, embeddings = history[int(best[image])]
+            if args.gap_pairs > 0:
+                gap_key = (image, tuple(tokens.tolist()))
+                if gap_key not in gap_cache:
+                    truth = model.tokenizer.encode(*ground_truth_layout(dataset_dicts[image]),
+                                                   dataset_dicts[image]["height"], dataset_dicts[image]["width"])
+                    found, true = objective_gap(model, latents_per_image[image], tokens[None].to(model.device),
+                                                truth[None].to(model.device), args.gap_pairs)
+                    gap_cache[gap_key] = (float(found), float(true))
+                gaps.append(gap_cache[gap_key])
             key = (score, image, tuple(tokens.tolist()))
             if key not in score_cache:
                 with torch.no_grad():
@@ -108,14 +139,21 @@ def main() -> None:
         rows.append({"setting": name, "score": score, "AP": metrics["AP"], "AP50": metrics["AP50"],
                      "AP75": metrics["AP75"], "mean_stop_step": float(stop.float().mean()),
                      "detections_per_image": sum(len(o["instances"]) for o in outputs) / len(outputs)})
+        if gaps:
+            found_losses, true_losses = torch.tensor(gaps).T
+            rows[-1]["found_not_worse_than_truth"] = float((found_losses <= true_losses).float().mean())
+            rows[-1]["mean_relative_gap"] = float((found_losses / true_losses - 1).mean())
 
     seconds_per_step = seconds / (len(records) * max_steps)
     print(f"\n{len(records)} images of {args.dataset}; {seconds_per_step:.3f} s per step per image "
           f"({seconds / len(records):.1f} s per image for {max_steps} steps)")
-    print(f"{'setting':<28} {'score':<14} {'AP':>6} {'AP50':>6} {'AP75':>6} {'mean step':>9} {'dets/img':>8}")
+    print(f"{'setting':<28} {'score':<14} {'AP':>6} {'AP50':>6} {'AP75':>6} {'mean step':>9} {'dets/img':>8} "
+          f"{'found<=true':>11} {'loss gap':>8}")
     for row in rows:
+        gap = (f" {row['found_not_worse_than_truth']:11.2f} {100 * row['mean_relative_gap']:+7.1f}%"
+               if "mean_relative_gap" in row else "")
         print(f"{row['setting']:<28} {row['score']:<14} {row['AP']:6.1f} {row['AP50']:6.1f} {row['AP75']:6.1f} "
-              f"{row['mean_stop_step']:9.1f} {row['detections_per_image']:8.2f}")
+              f"{row['mean_stop_step']:9.1f} {row['detections_per_image']:8.2f}{gap}")
     with open(os.path.join(args.output, "results.json"), "w") as handle:
         json.dump({"dataset": args.dataset, "num_images": len(records), "weights": args.weights,
                    "opts": args.opts, "seconds_per_step_per_image": seconds_per_step,
