@@ -28,9 +28,9 @@ def test_shipped_faster_rcnn_reaches_its_ap50_floor(benchmark, tmp_path):
 
 
 def test_shipped_dive_pair_prefers_the_true_layout():
-    """On the first 8 val images, the true layout's denoising error (48 fixed pairs) beats a changed class
-    and a dropped object. Measured with the shipped weights: 15 of 16 comparisons;
-    the floor allows 2 fewer."""
+    """On the first 8 val images, the true layout's denoising error (48 fixed pairs) beats a moved box
+    (10 px), a changed class and a dropped object. Measured with the shipped (stage-4) weights: 23 of 24
+    comparisons (moved 7, class 8, dropped 8); the floor allows 2 fewer."""
     from detectron2.data import DatasetCatalog
 
     from dive_d2.evaluation import fixed_pairs, rank_record
@@ -40,5 +40,21 @@ def test_shipped_dive_pair_prefers_the_true_layout():
     model = load_model(cfg, os.path.join(REPO_ROOT, "weights", "shapes", "dive.pth"))
     timesteps, noise = fixed_pairs(48, (3, 32, 32), 1000, seed=0)
     wins = sum(won for record in DatasetCatalog.get("dive_shapes_val")[:8]
-               for won in rank_record(model, record, timesteps, noise, ("class_changed", "dropped")).values())
-    assert wins >= 15 - 2
+               for won in rank_record(model, record, timesteps, noise).values())
+    assert wins >= 23 - 2
+
+
+def test_shipped_dive_reaches_its_ap50_floor(tmp_path):
+    """DIVE (the default box inversion) on the first 8 val images through COCOEvaluator, as `make main`
+    runs it. Measured: AP50 6.4 (README, "Results"); the floor 1.0 still demands true
+    positives. DIVE does not detect well yet: this guards the detections that exist against regressions
+    (seeds, scoring, decoding), not a useful detector. About 3 minutes on 2 CPU cores."""
+    config = os.path.join(REPO_ROOT, "configs", "shapes", "dive.yaml")
+    train_net, cfg = setup_cfg(config, "--eval-only", "MODEL.DEVICE", "cpu", "DATASETS.TEST_LIMIT", "8",
+                               "MODEL.WEIGHTS", os.path.join(REPO_ROOT, "weights", "shapes", "dive.pth"),
+                               output_dir=str(tmp_path))
+    model = train_net.Trainer.build_model(cfg)
+    train_net.DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    results = train_net.Trainer.test(cfg, model)
+    assert results["bbox"]["AP50"] >= 1.0, results["bbox"]
+    assert results["inversion"]["mean_stop_step"] <= cfg.MODEL.DIVE.INVERSION.MAX_STEPS
