@@ -41,6 +41,11 @@ def _denoise(predict_noise, shape, scheduler: SchedulerMixin, generator: torch.G
     return sample
 
 
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] (clipped) -> uint8 in [0, 255]."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 @torch.no_grad()
 def generate_images(
     model: DIVE,
@@ -69,8 +74,7 @@ def generate_images(
     shape = (len(tokens), model.first_stage.channels, size, size)
     latents = _denoise(lambda x, t: model.predict_image_noise(x, t, context), shape, sampler,
                        generator, model.device, progress)
-    images = model.first_stage.decode(latents)
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return _to_uint8(model.first_stage.decode(latents))
 
 
 @torch.no_grad()
@@ -132,6 +136,5 @@ def generate_class_images(
     class_embeddings = model.class_table(labels.to(model.device))
     sampler = make_sampling_scheduler(model, scheduler, num_steps, clip_sample=True)
     shape = (len(labels), model.in_channels, model.input_size, model.input_size)
-    images = _denoise(lambda x, t: model.unet(x, t, class_labels=class_embeddings).sample, shape, sampler,
-                      generator, model.device, progress)
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return _to_uint8(_denoise(lambda x, t: model.unet(x, t, class_labels=class_embeddings).sample, shape, sampler,
+                              generator, model.device, progress))

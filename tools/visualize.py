@@ -70,14 +70,14 @@ def main() -> None:
     args = parser.parse_args()
 
     metadata = MetadataCatalog.get(args.dataset)
+    records = DatasetCatalog.get(args.dataset)  # loading also records the category id mapping in the metadata
     predictor, saved = None, None
     if args.predictions:
-        DatasetCatalog.get(args.dataset)  # registers the id mapping in the metadata
         saved = instances_from_coco_results(args.predictions, args.dataset)
     elif args.config_file:
         predictor = DefaultPredictor(load_config(args.config_file, ["MODEL.WEIGHTS", args.weights]))
     tiles = []
-    for record in DatasetCatalog.get(args.dataset)[: args.num_images]:
+    for record in records[: args.num_images]:
         rgb = utils.read_image(record["file_name"], format="RGB")
         pair = [Visualizer(rgb, metadata, scale=args.scale).draw_dataset_dict(record).get_image()]
         if predictor is not None or saved is not None:

@@ -33,10 +33,7 @@ def objective_gap(model, latents: torch.Tensor, found_tokens: torch.Tensor, true
     shape = (num_pairs, model.tokenizer.sequence_length, model.layout_encoder.config.width)
     prior_noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 1)).to(latents.device)
     vocabulary = model.layout_encoder.vocabulary()
-    losses = []
-    for tokens in (found_tokens, true_tokens):
-        per_image = [model.inversion.posterior_loss(model, latents[i : i + 1], vocabulary[tokens[i : i + 1]],
-                                                    timesteps, image_noise, prior_noise)
-                     for i in range(len(latents))]
-        losses.append(torch.cat(per_image).cpu())
-    return losses[0], losses[1]
+    found, true = (model.inversion.posterior_loss(model, latents, vocabulary[tokens], timesteps, image_noise,
+                                                  prior_noise).cpu()
+                   for tokens in (found_tokens, true_tokens))
+    return found, true
