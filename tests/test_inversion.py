@@ -1,5 +1,7 @@
 """Detection by inversion on a tiny random model: gradients, output contract, seeds, batch independence."""
 
+import math
+
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -59,8 +61,9 @@ def test_box_smoothing_keeps_the_forward_tokens_and_damps_the_fine_corner_gradie
     smoothed = fourier_features(points, 4, smoothing=0.1)
     # Jitter-averaged features: the finest term shrinks most; the raw coordinates are unchanged.
     assert torch.equal(smoothed[:, :2], points)
-    finest_sin = slice(2 + 3, 2 + 4 * 2, 4)  # x and y at the finest frequency
-    assert (smoothed[:, finest_sin].abs() < fourier_features(points, 4)[:, finest_sin].abs() + 1e-7).all()
+    finest_sin = slice(2 + 3, 2 + 4 * 2, 4)  # x and y at the finest frequency, pi * 2**3
+    expected = fourier_features(points, 4)[:, finest_sin] * math.exp(-0.5 * (math.pi * 8 * 0.1) ** 2)
+    assert torch.allclose(smoothed[:, finest_sin], expected, atol=1e-6)
     model = tiny_model()
     vocabulary = model.layout_encoder.vocabulary().detach()
     classes, boxes = torch.tensor([[0, 1, 2, 0]]), torch.tensor([[[0.1, 0.1, 0.5, 0.4]] * 4])
