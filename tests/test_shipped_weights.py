@@ -27,21 +27,30 @@ def test_shipped_faster_rcnn_reaches_its_ap50_floor(benchmark, tmp_path):
     assert results["bbox"]["AP50"] >= floor, results["bbox"]
 
 
-def test_shipped_dive_pair_prefers_the_true_layout():
+DIVE_PAIRS = {
+    # benchmark: (weights, comparisons won on the first 8 val images out of 24, measured with these weights)
+    "shapes": ("weights/shapes/dive.pth", 23),
+    "digits": ("weights/digits/dive.pth", 21),
+}
+
+
+@pytest.mark.parametrize("benchmark", sorted(DIVE_PAIRS))
+def test_shipped_dive_pair_prefers_the_true_layout(benchmark):
     """On the first 8 val images, the true layout's denoising error (48 fixed pairs) beats a moved box
-    (10 px), a changed class and a dropped object. Measured with the shipped (stage-4) weights: 23 of 24
-    comparisons (moved 7, class 8, dropped 8); the floor allows 2 fewer."""
+    (10 px), a changed class and a dropped object. Measured with the shipped weights: shapes 23 of 24
+    comparisons (moved 7, class 8, dropped 8), digits 21 (moved 5, class 8, dropped 8); the floor allows 2 fewer."""
     from detectron2.data import DatasetCatalog
 
     from dive_d2.evaluation import fixed_pairs, rank_record
     from dive_d2.loading import load_config, load_model
 
-    cfg = load_config(os.path.join(REPO_ROOT, "configs", "shapes", "dive.yaml"), ["MODEL.DEVICE", "cpu"])
-    model = load_model(cfg, os.path.join(REPO_ROOT, "weights", "shapes", "dive.pth"))
+    weights, measured_wins = DIVE_PAIRS[benchmark]
+    cfg = load_config(os.path.join(REPO_ROOT, "configs", benchmark, "dive.yaml"), ["MODEL.DEVICE", "cpu"])
+    model = load_model(cfg, os.path.join(REPO_ROOT, weights))
     timesteps, noise = fixed_pairs(48, (3, 32, 32), 1000, seed=0)
-    wins = sum(won for record in DatasetCatalog.get("dive_shapes_val")[:8]
+    wins = sum(won for record in DatasetCatalog.get(f"dive_{benchmark}_val")[:8]
                for won in rank_record(model, record, timesteps, noise).values())
-    assert wins >= 23 - 2
+    assert wins >= measured_wins - 2
 
 
 def test_shipped_dive_reaches_its_ap50_floor(tmp_path):
