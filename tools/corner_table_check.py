@@ -16,21 +16,24 @@ import argparse
 
 import torch
 from detectron2.data import DatasetCatalog
-from detectron2.data import detection_utils as utils
 
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2.data import ground_truth_layout, prepare_datasets_from_config
-from dive_d2.evaluation import fixed_pairs, layout_errors
+from dive_d2.evaluation import encode_record_image, fixed_pairs, layout_errors
 from dive_d2.layout.snapping import nearest_allowed_tokens
 from dive_d2.loading import load_config, load_model
 from dive_d2.sampling import sample_layout_embeddings
 
 
-def corner_row_distances(model, offsets: tuple[int, ...]) -> dict[int, float]:
-    """Mean L2 distance between corner rows ``offset`` cells apart along x, per offset."""
+def corner_rows(model) -> torch.Tensor:
+    """(G, G, width) the vocabulary's corner rows on the G x G grid, indexed (y, x)."""
     tokenizer = model.tokenizer
     grid = tokenizer.grid_size
-    rows = model.layout_encoder.vocabulary()[tokenizer.num_classes : tokenizer.none_token].view(grid, grid, -1)
+    return model.layout_encoder.vocabulary()[tokenizer.num_classes : tokenizer.none_token].view(grid, grid, -1)
+
+
+def corner_row_distances(rows: torch.Tensor, offsets: tuple[int, ...]) -> dict[int, float]:
+    """Mean L2 distance between corner rows (G, G, width) ``offset`` cells apart along x, per offset."""
     return {offset: float((rows[:, offset:] - rows[:, :-offset]).norm(dim=-1).mean()) for offset in offsets}
 
 
@@ -65,11 +68,8 @@ def shift_scan(model, records: list[dict], shifts: list[int], image_format: str)
                                    model.scheduler.config.num_train_timesteps, seed=0)
     rises = []
     for record in records:
-        image = utils.read_image(record["file_name"], format=image_format)
-        latents = model.first_stage.encode(model.preprocess_images(
-            [{"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}]))
+        latents, height, width = encode_record_image(model, record, image_format)
         boxes, classes = ground_truth_layout(record)
-        height, width = image.shape[:2]
         layouts = []
         for shift in shifts:
             moved = boxes.clone()
@@ -96,8 +96,9 @@ def main() -> None:
     prepare_datasets_from_config(cfg)
     model = load_model(cfg, args.weights)
 
-    distances = corner_row_distances(model, (1, 4, 16))
-    norm = model.layout_encoder.vocabulary()[model.tokenizer.num_classes : model.tokenizer.none_token].norm(dim=-1)
+    rows = corner_rows(model)
+    distances = corner_row_distances(rows, (1, 4, 16))
+    norm = rows.norm(dim=-1)
     print("corner rows: mean distance to the row " + ", ".join(f"{k} cells away {v:.2f}" for k, v in distances.items())
           + f"; mean row norm {float(norm.mean()):.2f}")
     for name, value in prior_snapping(model, args.samples, args.prior_steps).items():

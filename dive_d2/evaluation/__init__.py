@@ -3,8 +3,15 @@
 from ..modeling.denoising import fixed_pairs
 from .classification import ClassificationEvaluator
 from .inversion_stats import InversionStatsEvaluator
-from .layout_ranking import CORRUPTIONS, corrupt_layout, corruption_margins, layout_errors, rank_record
+from .layout_ranking import (
+    CORRUPTIONS,
+    corrupt_layout,
+    corruption_margins,
+    encode_record_image,
+    layout_errors,
+    rank_record,
+)
 from .objective_gap import objective_gap
 
 __all__ = ["CORRUPTIONS", "ClassificationEvaluator", "InversionStatsEvaluator", "corrupt_layout",
-           "corruption_margins", "fixed_pairs", "layout_errors", "objective_gap", "rank_record"]
+           "corruption_margins", "encode_record_image", "fixed_pairs", "layout_errors", "objective_gap", "rank_record"]

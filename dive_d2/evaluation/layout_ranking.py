@@ -63,15 +63,20 @@ def layout_errors(model, latents: torch.Tensor, tokens: torch.Tensor, timesteps:
     return torch.stack(errors)
 
 
+def encode_record_image(model, record: dict, image_format: str = "BGR") -> tuple[torch.Tensor, int, int]:
+    """A Detectron2 dataset dict's image as the model sees it: ((1, C, h, w) first-stage latents, the
+    image's height and width in pixels)."""
+    image = utils.read_image(record["file_name"], format=image_format)
+    item = {"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}
+    return model.first_stage.encode(model.preprocess_images([item])), image.shape[0], image.shape[1]
+
+
 def corruption_margins(model, record: dict, timesteps: torch.Tensor, noise: torch.Tensor,
                        corruptions: tuple[str, ...] = CORRUPTIONS, image_format: str = "BGR") -> torch.Tensor:
     """For one Detectron2 dataset dict with at least one object: (len(corruptions), P) rises of the
     denoising error, corrupted minus true layout, on each (t, noise) pair (positive: the true layout wins)."""
-    image = utils.read_image(record["file_name"], format=image_format)
-    item = {"image": torch.as_tensor(image.transpose(2, 0, 1).copy())}
-    latents = model.first_stage.encode(model.preprocess_images([item]))
+    latents, height, width = encode_record_image(model, record, image_format)
     boxes, classes = ground_truth_layout(record)
-    height, width = image.shape[:2]
     layouts = [(boxes, classes)] + [corrupt_layout(boxes, classes, kind, width, model.tokenizer.num_classes)
                                     for kind in corruptions]
     tokens = torch.stack([model.tokenizer.encode(b, c, height, width) for b, c in layouts]).to(model.device)
