@@ -7,7 +7,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
-from dive_d2.inversion import LayoutInversion, replay_checks
+from dive_d2.inversion import LayoutInversion, replay_checks, restart_seed
 from dive_d2.inversion.parameterisations import BoxSlots, EmbeddingSequence
 
 from .test_dive_training import make_input, tiny_cfg
@@ -138,6 +138,31 @@ def test_monitor_keeps_the_best_layout_and_records_stopping():
     best_check = int(losses[:, 0].argmin())
     assert torch.equal(result.tokens[0].cpu(), result.history[best_check].tokens[0])
     assert result.stop_step[0] == result.history[-1].step
+
+
+@pytest.mark.parametrize("parameterisation", ["embedding", "box"])
+def test_restarts_return_each_images_best_single_run(parameterisation):
+    model = tiny_model()
+    latents = model.first_stage.encode(model.preprocess_images(
+        [make_input(3, 64, 64, [], [], seed=s) for s in range(2)]))
+    settings = dict(max_steps=6, num_pairs=4, pairs_per_step=2, monitor_pairs=2, monitor_period=2, patience=2,
+                    parameterisation=parameterisation)
+    with torch.enable_grad():
+        pooled = LayoutInversion(restarts=3, record_history=True, **settings)(model, latents, [7, 8])
+        single = [LayoutInversion(**settings)(model, latents[image : image + 1].expand(3, -1, -1, -1),
+                                               [restart_seed(seed, r) for r in range(3)])
+                  for image, seed in enumerate([7, 8])]
+    assert single[0].tokens.unique(dim=0).shape[0] > 1, "restarts did not start from different points"
+    for image, runs in enumerate(single):
+        best = int(runs.monitor_loss.argmin())
+        assert torch.equal(pooled.tokens[image], runs.tokens[best])
+        assert pooled.monitor_loss[image] == runs.monitor_loss[best]
+        assert pooled.stop_step[image] == runs.stop_step[best]
+        assert pooled.history_row(image) == 3 * image + best
+    assert len(pooled.history[0].loss) == 6
+    with torch.enable_grad():
+        plain = LayoutInversion(**settings)(model, latents, [7, 8])
+    assert torch.equal(plain.tokens, torch.stack([runs.tokens[0] for runs in single])), "restart 0 is the plain run"
 
 
 def test_every_score_variant_gives_valid_confidences():

@@ -62,11 +62,12 @@ def main() -> None:
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         height, width = rgb.shape[:2]
         boxes, classes = ground_truth_layout(record)
+        run = result.history_row(index)
         checks = [c for c in result.history if c.step <= int(result.stop_step[index])]
         shown = [checks[round(i * (len(checks) - 1) / 3)] for i in range(4)]
         row = [draw_layout(rgb, boxes.numpy(), classes.numpy(), names)]
         for check in shown:
-            decoded = model.tokenizer.decode(check.tokens[index], height, width)
+            decoded = model.tokenizer.decode(check.tokens[run], height, width)
             tile = draw_layout(rgb, decoded.boxes.numpy(), decoded.classes.numpy(), names)
             cv2.putText(tile, f"step {check.step}", (2, tile.shape[0] - 4), cv2.FONT_HERSHEY_PLAIN, 0.8,
                         (255, 255, 255), 1, cv2.LINE_AA)
@@ -84,7 +85,8 @@ def main() -> None:
     figure, axis = plt.subplots(figsize=(6, 3.5))
     for index in range(len(items)):
         checks = [c for c in result.history if c.step <= int(result.stop_step[index])]
-        axis.plot([c.step for c in checks], [float(c.loss[index]) for c in checks], label=f"image {index}")
+        run = result.history_row(index)
+        axis.plot([c.step for c in checks], [float(c.loss[run]) for c in checks], label=f"image {index}")
     axis.set_xlabel("optimisation step")
     axis.set_ylabel("monitor loss (posterior)")
     axis.legend(fontsize=7)

@@ -16,10 +16,15 @@ own monitor and its own stopping step. Every ``monitor_period`` steps the poster
 layout is measured on a separate fixed set of pairs. The best layout is kept, and an image stops when its
 monitor has not improved for ``patience`` checks, or at ``max_steps``. All randomness comes from
 ``seed`` and a per-image seed, so the result for an image does not depend on its batch.
+
+With ``restarts`` R > 1 each image is inverted R times from different starting points (restart 0 is the
+plain run) and the run with the lowest monitor loss is returned: the layout the models prefer among the R
+local optima. It costs R times the steps.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -54,7 +59,10 @@ class InversionResult:
         monitor_loss: (B,) float, that best monitor loss (posterior, lower is better).
         stop_step: (B,) int64, the optimisation step at which each image stopped.
         history: a MonitorCheck per check, only when ``record_history`` is set (trajectory pictures, step
-            budgets).
+            budgets). Its rows are runs, B * ``restarts`` of them, image-major (run b * R + r is restart r
+            of image b).
+        restarts: runs per image.
+        best_run: (B,) int64 history row of each image's returned run (None: row b is image b).
     """
 
     tokens: torch.Tensor
@@ -62,6 +70,27 @@ class InversionResult:
     monitor_loss: torch.Tensor
     stop_step: torch.Tensor
     history: list[MonitorCheck] = field(default_factory=list)
+    restarts: int = 1
+    best_run: torch.Tensor | None = None
+
+    def history_row(self, image: int) -> int:
+        """The history row of image ``image``'s returned run."""
+        return image if self.best_run is None else int(self.best_run[image])
+
+
+def restart_seed(image_seed: int, restart: int) -> int:
+    """Seed of restart ``restart`` of an image: the image's own seed for restart 0, so that one restart is
+    exactly the plain run; a hash of both otherwise."""
+    if restart == 0:
+        return image_seed
+    return int(hashlib.sha256(f"{image_seed}:restart {restart}".encode()).hexdigest()[:15], 16)
+
+
+def best_restarts(losses: torch.Tensor, restarts: int) -> torch.Tensor:
+    """(B,) int64 index of each image's best run: losses (B * restarts,) of image-major runs; the lowest
+    loss wins, ties go to the earlier restart."""
+    grouped = losses.detach().cpu().view(-1, restarts)
+    return torch.arange(len(grouped)) * restarts + grouped.argmin(1)
 
 
 def replay_checks(losses: torch.Tensor, steps: list[int], patience: int | None = None,
@@ -218,6 +247,7 @@ class LayoutInversion:
         parameterisation: str = "embedding",
         box_smoothing: float = 0.0,
         timestep_window: tuple[int, int] = (0, 0),
+        restarts: int = 1,
         seed: int = 0,
         record_history: bool = False,
     ):
@@ -226,6 +256,8 @@ class LayoutInversion:
                              f"got {parameterisation!r}")
         if initialisation not in INITIALISATIONS:
             raise ValueError(f"inversion initialisation must be one of {INITIALISATIONS}, got {initialisation!r}")
+        if restarts < 1:
+            raise ValueError(f"inversion restarts must be at least 1, got {restarts}")
         if pairs_per_step > num_pairs:
             raise ValueError(f"pairs_per_step ({pairs_per_step}) exceeds num_pairs ({num_pairs})")
         self.max_steps = max_steps
@@ -243,6 +275,7 @@ class LayoutInversion:
         self.parameterisation = parameterisation
         self.box_smoothing = box_smoothing
         self.timestep_window = tuple(timestep_window)
+        self.restarts = restarts
         self.seed = seed
         self.record_history = record_history
 
@@ -265,6 +298,7 @@ class LayoutInversion:
             "parameterisation": inversion.PARAMETERISATION,
             "box_smoothing": inversion.BOX_SMOOTHING,
             "timestep_window": (inversion.MIN_TIMESTEP, inversion.MAX_TIMESTEP),
+            "restarts": inversion.RESTARTS,
             "seed": inversion.SEED,
         }
 
@@ -353,13 +387,24 @@ class LayoutInversion:
 
     # ---- the loop --------------------------------------------------------------------------------------------
     def __call__(self, model, latents: torch.Tensor, image_seeds: list[int]) -> InversionResult:
-        """Invert a batch.
+        """Invert a batch: each image ``restarts`` times, keeping its run with the lowest monitor loss.
 
         Args:
             model: a DIVE model (its parameters are not changed).
             latents: (B, C, h, w) first-stage latents of the images.
             image_seeds: B integers, one per image (e.g. from its image_id), for its initialisation.
         """
+        run_seeds = [restart_seed(seed, restart) for seed in image_seeds for restart in range(self.restarts)]
+        result = self.invert_runs(model, latents.repeat_interleave(self.restarts, dim=0), run_seeds)
+        if self.restarts == 1:
+            return result
+        best = best_restarts(result.monitor_loss, self.restarts)
+        on_device = best.to(result.tokens.device)
+        return InversionResult(result.tokens[on_device], result.embeddings[on_device], result.monitor_loss[best],
+                               result.stop_step[best], result.history, self.restarts, best)
+
+    def invert_runs(self, model, latents: torch.Tensor, run_seeds: list[int]) -> InversionResult:
+        """One inversion per row of ``latents`` (R, C, h, w), started from ``run_seeds`` (R integers)."""
         device = latents.device
         width = model.layout_encoder.config.width
         length = model.tokenizer.sequence_length
@@ -377,7 +422,7 @@ class LayoutInversion:
         def monitor_loss(index, embeddings):
             return self.posterior_loss(model, latents[index], embeddings, *monitor)
 
-        return optimise_tokens(self.initial_layout(model, image_seeds, device),
+        return optimise_tokens(self.initial_layout(model, run_seeds, device),
                                model.layout_encoder.vocabulary().detach(), step_loss, monitor_loss,
                                self.search_settings(), self.record_history)
 
