@@ -119,6 +119,7 @@ def main() -> None:
     score_cache: dict[tuple, object] = {}
     gap_cache: dict[tuple, tuple[float, float]] = {}
     rows = []
+    true_areas = [float(Boxes(ground_truth_layout(record)[0]).area().sum()) for record in dataset_dicts]
     losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
     for (name, patience, budget), score in tqdm([(s, v) for s in settings for v in scores], desc="scoring settings"):
         model.score = score
@@ -137,11 +138,9 @@ def main() -> None:
                                                 truth[None].to(model.device), args.gap_pairs)
                     gap_cache[gap_key] = (float(found), float(true))
                 gaps.append(gap_cache[gap_key])
-            record = dataset_dicts[image]
-            true_area = float(Boxes(ground_truth_layout(record)[0]).area().sum())
-            if true_area > 0:
-                found = model.tokenizer.decode(tokens, record["height"], record["width"])
-                area_ratios.append(float(Boxes(found.boxes).area().sum()) / true_area)
+            if true_areas[image] > 0:
+                found = model.tokenizer.decode(tokens, dataset_dicts[image]["height"], dataset_dicts[image]["width"])
+                area_ratios.append(float(Boxes(found.boxes).area().sum()) / true_areas[image])
             key = (score, image, tuple(tokens.tolist()))
             if key not in score_cache:
                 with torch.no_grad():

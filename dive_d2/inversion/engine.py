@@ -61,7 +61,6 @@ class InversionResult:
         history: a MonitorCheck per check, only when ``record_history`` is set (trajectory pictures, step
             budgets). Its rows are runs, B * ``restarts`` of them, image-major (run b * R + r is restart r
             of image b).
-        restarts: runs per image.
         best_run: (B,) int64 history row of each image's returned run (None: row b is image b).
     """
 
@@ -70,7 +69,6 @@ class InversionResult:
     monitor_loss: torch.Tensor
     stop_step: torch.Tensor
     history: list[MonitorCheck] = field(default_factory=list)
-    restarts: int = 1
     best_run: torch.Tensor | None = None
 
     def history_row(self, image: int) -> int:
@@ -78,12 +76,15 @@ class InversionResult:
         return image if self.best_run is None else int(self.best_run[image])
 
 
+def hashed_seed(text: str) -> int:
+    """A 60-bit seed from a string: stable across processes and platforms, unlike ``hash``."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+
+
 def restart_seed(image_seed: int, restart: int) -> int:
     """Seed of restart ``restart`` of an image: the image's own seed for restart 0, so that one restart is
     exactly the plain run; a hash of both otherwise."""
-    if restart == 0:
-        return image_seed
-    return int(hashlib.sha256(f"{image_seed}:restart {restart}".encode()).hexdigest()[:15], 16)
+    return image_seed if restart == 0 else hashed_seed(f"{image_seed}:restart {restart}")
 
 
 def best_restarts(losses: torch.Tensor, restarts: int) -> torch.Tensor:
@@ -395,13 +396,11 @@ class LayoutInversion:
             image_seeds: B integers, one per image (e.g. from its image_id), for its initialisation.
         """
         run_seeds = [restart_seed(seed, restart) for seed in image_seeds for restart in range(self.restarts)]
-        result = self.invert_runs(model, latents.repeat_interleave(self.restarts, dim=0), run_seeds)
-        if self.restarts == 1:
-            return result
-        best = best_restarts(result.monitor_loss, self.restarts)
-        on_device = best.to(result.tokens.device)
-        return InversionResult(result.tokens[on_device], result.embeddings[on_device], result.monitor_loss[best],
-                               result.stop_step[best], result.history, self.restarts, best)
+        runs = self.invert_runs(model, latents.repeat_interleave(self.restarts, dim=0), run_seeds)
+        best = best_restarts(runs.monitor_loss, self.restarts)
+        on_device = best.to(runs.tokens.device)
+        return InversionResult(runs.tokens[on_device], runs.embeddings[on_device], runs.monitor_loss[best],
+                               runs.stop_step[best], runs.history, best)
 
     def invert_runs(self, model, latents: torch.Tensor, run_seeds: list[int]) -> InversionResult:
         """One inversion per row of ``latents`` (R, C, h, w), started from ``run_seeds`` (R integers)."""

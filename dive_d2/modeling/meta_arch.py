@@ -28,7 +28,7 @@ from detectron2.structures import Boxes, Instances
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
-from ..inversion import SCORES, LayoutInversion, leave_one_out_scores, margin_scores
+from ..inversion import SCORES, LayoutInversion, hashed_seed, leave_one_out_scores, margin_scores
 from ..layout import DecodedLayout, LayoutTokenizer
 from .denoising import denoising_error
 from .first_stage import FirstStage
@@ -240,7 +240,7 @@ class DIVE(nn.Module):
         from its position in the batch."""
         key = str(item["image_id"]) if "image_id" in item else hashlib.sha256(
             item["image"].cpu().numpy().tobytes()).hexdigest()
-        return int(hashlib.sha256(f"{self.inversion.seed}:{key}".encode()).hexdigest()[:15], 16)
+        return hashed_seed(f"{self.inversion.seed}:{key}")
 
     def object_scores(self, latents: torch.Tensor, tokens: torch.Tensor, embeddings: torch.Tensor,
                       slots: torch.Tensor) -> torch.Tensor:
