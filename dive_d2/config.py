@@ -74,6 +74,9 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.SPATIAL_MAP.CHANNELS = 8
     cfg.MODEL.DIVE.SPATIAL_MAP.NUM_HEADS = 4
     cfg.MODEL.DIVE.SPATIAL_MAP.HEAD_WIDTH = 16
+    # sin/cos frequencies of the pixel queries; kept apart from LAYOUT_ENCODER.NUM_FREQUENCIES because only
+    # the corner rows are searched by inversion (and so need to be smooth), not the fixed pixel grid.
+    cfg.MODEL.DIVE.SPATIAL_MAP.NUM_FREQUENCIES = 6
 
     cfg.MODEL.DIVE.PRIOR = CN()
     cfg.MODEL.DIVE.PRIOR.WIDTH = 128

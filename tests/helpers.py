@@ -6,12 +6,17 @@ import os
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_train_net():
-    """tools/train_net.py as a module (tools/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO_ROOT, "tools", "train_net.py"))
+def load_tool(name: str):
+    """tools/<name>.py as a module (tools/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "tools", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_train_net():
+    """tools/train_net.py as a module."""
+    return load_tool("train_net")
 
 
 def setup_cfg(config_file: str, *opts: str, output_dir: str):

@@ -11,7 +11,7 @@ from detectron2.structures import Boxes, Instances
 
 from dive_d2 import add_dive_config
 
-from .helpers import REPO_ROOT, TINY_DIVE_OPTS
+from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
 
 
 def tiny_cfg(*opts):
@@ -125,6 +125,27 @@ def test_checkpoint_and_diffusers_export_round_trip(tmp_path):
     from_diffusers = build_model(tiny_cfg("MODEL.DIVE.PRETRAINED_DIR", str(tmp_path / "export")))
     assert fixed_errors(from_diffusers, batch) == reference
     assert from_diffusers.scheduler.config.num_train_timesteps == 1000
+
+
+def test_dropping_fine_corner_frequencies_keeps_the_coarse_corner_map(tmp_path):
+    from dive_d2.modeling.layout_encoder import coarse_feature_columns, fourier_features
+
+    points = torch.rand(7, 2)
+    assert torch.equal(fourier_features(points, 6)[:, coarse_feature_columns(6, 4)], fourier_features(points, 4))
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("MODEL.DIVE.LAYOUT_ENCODER.NUM_FREQUENCIES", "6"))
+    fine = torch.ones(2 + 4 * 6, dtype=torch.bool)
+    fine[coarse_feature_columns(6, 4)] = False
+    with torch.no_grad():  # with no weight on the two finest frequencies, dropping them changes nothing
+        model.layout_encoder.coordinate_projection.weight[:, fine] = 0
+    torch.save({"model": model.state_dict()}, tmp_path / "six.pth")
+    tool = load_tool("drop_corner_frequencies")
+    assert tool.main([str(tmp_path / "six.pth"), str(tmp_path / "four.pth"), "--keep", "4"]) == 0
+    assert tool.main([str(tmp_path / "six.pth"), str(tmp_path / "bad.pth"), "--keep", "7"]) == 1
+    narrowed = build_model(tiny_cfg("MODEL.DIVE.LAYOUT_ENCODER.NUM_FREQUENCIES", "4"))
+    DetectionCheckpointer(narrowed).load(str(tmp_path / "four.pth"))
+    assert torch.allclose(narrowed.layout_encoder.vocabulary(), model.layout_encoder.vocabulary(), atol=1e-6)
+    assert torch.equal(narrowed.spatial_map.query.weight, model.spatial_map.query.weight)
 
 
 def test_free_coordinate_rows_also_build_and_train():

@@ -42,6 +42,21 @@ def fourier_features(points: torch.Tensor, num_frequencies: int, smoothing: floa
     return torch.cat([points, (angles.sin() * damping).flatten(1), (angles.cos() * damping).flatten(1)], dim=1)
 
 
+def coarse_feature_columns(num_frequencies: int, keep: int) -> torch.Tensor:
+    """Indices of the ``fourier_features(points, num_frequencies)`` columns that ``fourier_features(points,
+    keep)`` also has, in its order: the points, then sin and cos of each coordinate at the ``keep``
+    coarsest frequencies. Selecting these input columns of a linear layer turns a map of the fine features
+    into a map of the coarse ones (exactly so where the dropped columns had zero weight).
+
+    Returns:
+        (2 + 4 * keep,) int64 column indices into the (2 + 4 * num_frequencies) features.
+    """
+    if not 0 <= keep <= num_frequencies:
+        raise ValueError(f"keep must be in [0, {num_frequencies}], got {keep}")
+    per_function = torch.arange(2 * num_frequencies).view(2, num_frequencies)[:, :keep].flatten()  # (x, y) x F
+    return torch.cat([torch.arange(2), 2 + per_function, 2 + 2 * num_frequencies + per_function])
+
+
 class LayoutEncoderModel(ModelMixin, ConfigMixin):
     """Vocabulary table + transformer encoder over a layout's token embeddings.
 

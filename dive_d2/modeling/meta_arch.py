@@ -312,7 +312,7 @@ def build_parts(cfg, tokenizer: LayoutTokenizer, first_stage: FirstStage) -> dic
     if dive.SPATIAL_MAP.CHANNELS > 0:
         spatial_map = SpatialLayoutMap(context_width=width, channels=dive.SPATIAL_MAP.CHANNELS,
                                        num_heads=dive.SPATIAL_MAP.NUM_HEADS, head_width=dive.SPATIAL_MAP.HEAD_WIDTH,
-                                       num_frequencies=dive.LAYOUT_ENCODER.NUM_FREQUENCIES)
+                                       num_frequencies=dive.SPATIAL_MAP.NUM_FREQUENCIES)
     extra_channels = (COORDINATE_CHANNELS if dive.UNET.COORDINATE_CHANNELS else 0) + dive.SPATIAL_MAP.CHANNELS
     layout_encoder = LayoutEncoderModel(
         num_classes=tokenizer.num_classes, grid_size=tokenizer.grid_size, num_slots=tokenizer.num_slots,
