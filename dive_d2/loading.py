@@ -1,7 +1,10 @@
-"""Building a config and a trained model outside tools/train_net.py (for the other tools)."""
+"""Building a config and a trained model outside tools/train_net.py, and reading and writing checkpoint
+state dicts (for the other tools)."""
 
 from __future__ import annotations
 
+import os
+import pickle
 from collections.abc import Sequence
 
 import torch
@@ -30,3 +33,27 @@ def load_model(cfg: CfgNode, weights: str) -> torch.nn.Module:
     model = build_model(cfg)
     DetectionCheckpointer(model).load(weights)
     return model.eval()
+
+
+def read_checkpoint(path: str, required_key: str = "") -> dict:
+    """A DetectionCheckpointer file loaded on the CPU: ``{"model": state dict, ...}``.
+
+    Raises ValueError naming ``path`` when the file holds no ``"model"`` dict, or no ``required_key`` in it.
+    """
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(f"{path}: not a torch checkpoint ({error})") from error
+    state = loaded.get("model") if isinstance(loaded, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: no 'model' state dict; is it a Detectron2 checkpoint?")
+    if required_key and required_key not in state:
+        raise ValueError(f"{path}: no 'model'['{required_key}']")
+    return loaded
+
+
+def write_model_state(state: dict, path: str, **extra) -> None:
+    """Save ``state`` as a DetectionCheckpointer-loadable file (``{"model": state, **extra}``), creating
+    the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save({"model": state, "__author__": "dive_d2", **extra}, path)

@@ -14,11 +14,9 @@ smoother table. The spatial map's pixel queries (MODEL.DIVE.SPATIAL_MAP.NUM_FREQ
 """
 
 import argparse
-import os
 import sys
 
-import torch
-
+from dive_d2.loading import read_checkpoint, write_model_state
 from dive_d2.modeling.layout_encoder import coarse_feature_columns
 
 PROJECTION = "layout_encoder.coordinate_projection.weight"
@@ -31,11 +29,10 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", type=int, required=True, help="number of coarsest frequencies to keep")
     args = parser.parse_args(argv)
 
-    loaded = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    state = loaded.get("model") if isinstance(loaded, dict) else None
-    if state is None or PROJECTION not in state:
-        print(f"{args.checkpoint}: no 'model'['{PROJECTION}']; is it a DIVE checkpoint with 'fourier' corner "
-              "rows?", file=sys.stderr)
+    try:
+        state = read_checkpoint(args.checkpoint, PROJECTION)["model"]
+    except ValueError as error:
+        print(f"{error}; is it a DIVE checkpoint with 'fourier' corner rows?", file=sys.stderr)
         return 1
     weight = state[PROJECTION]
     num_frequencies, remainder = divmod(weight.shape[1] - 2, 4)
@@ -49,8 +46,7 @@ def main(argv=None) -> int:
         print(f"--keep: {error}", file=sys.stderr)
         return 1
     state[PROJECTION] = weight[:, columns].clone()
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save({"model": state, "__author__": "dive_d2"}, args.output)
+    write_model_state(state, args.output)
     print(f"wrote {args.output}: {PROJECTION} {tuple(weight.shape)} -> {tuple(state[PROJECTION].shape)} "
           f"({num_frequencies} -> {args.keep} frequencies)")
     return 0

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-import torch
+from dive_d2.loading import read_checkpoint, write_model_state
 
 
 def main(argv=None) -> int:
@@ -22,9 +22,10 @@ def main(argv=None) -> int:
     parser.add_argument("output", help="where the packed weights go")
     args = parser.parse_args(argv)
 
-    loaded = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    if "model" not in loaded:
-        print(f"{args.checkpoint}: no 'model' key; is it a Detectron2 training checkpoint?", file=sys.stderr)
+    try:
+        loaded = read_checkpoint(args.checkpoint)
+    except ValueError as error:
+        print(error, file=sys.stderr)
         return 1
     packed, max_error = {}, 0.0
     for name, tensor in loaded["model"].items():
@@ -34,9 +35,7 @@ def main(argv=None) -> int:
             packed[name] = half
         else:
             packed[name] = tensor
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save({"model": packed, "__author__": "dive_d2", "source_iteration": loaded.get("iteration")},
-               args.output)
+    write_model_state(packed, args.output, source_iteration=loaded.get("iteration"))
     size_mb = os.path.getsize(args.output) / 2**20
     print(f"wrote {args.output}: {len(packed)} tensors, {size_mb:.1f} MiB, largest fp16 rounding error {max_error:.2e}")
     return 0

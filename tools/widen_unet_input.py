@@ -12,10 +12,11 @@ the output is loaded as MODEL.WEIGHTS. Channels are appended at the end: widen i
 """
 
 import argparse
-import os
 import sys
 
 import torch
+
+from dive_d2.loading import read_checkpoint, write_model_state
 
 CONV_IN = "unet.conv_in.weight"
 
@@ -27,18 +28,17 @@ def main(argv=None) -> int:
     parser.add_argument("--add", type=int, required=True, help="input channels to append")
     args = parser.parse_args(argv)
 
-    loaded = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    state = loaded.get("model") if isinstance(loaded, dict) else None
-    if state is None or CONV_IN not in state:
-        print(f"{args.checkpoint}: no 'model'['{CONV_IN}']; is it a DIVE checkpoint?", file=sys.stderr)
+    try:
+        state = read_checkpoint(args.checkpoint, CONV_IN)["model"]
+    except ValueError as error:
+        print(f"{error}; is it a DIVE checkpoint?", file=sys.stderr)
         return 1
     if args.add < 1:
         print(f"--add must be positive, got {args.add}", file=sys.stderr)
         return 1
     weight = state[CONV_IN]
     state[CONV_IN] = torch.cat([weight, weight.new_zeros(weight.shape[0], args.add, *weight.shape[2:])], dim=1)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    torch.save({"model": state, "__author__": "dive_d2"}, args.output)
+    write_model_state(state, args.output)
     print(f"wrote {args.output}: {CONV_IN} {tuple(weight.shape)} -> {tuple(state[CONV_IN].shape)}")
     return 0
 
