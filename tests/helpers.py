@@ -14,14 +14,9 @@ def load_tool(name: str):
     return module
 
 
-def load_train_net():
-    """tools/train_net.py as a module."""
-    return load_tool("train_net")
-
-
 def setup_cfg(config_file: str, *opts: str, output_dir: str):
     """The config ``tools/train_net.py`` would build for ``--config-file config_file opts...``."""
-    train_net = load_train_net()
+    train_net = load_tool("train_net")
     args = train_net.default_argument_parser().parse_args(
         ["--config-file", config_file, *opts, "OUTPUT_DIR", output_dir])
     return train_net, train_net.setup(args)

@@ -197,14 +197,14 @@ def test_leave_one_out_score_rises_with_the_evidence():
 def test_eval_only_through_train_net_reports_coco_and_stopping_steps(tmp_path):
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_train_net
+    from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
 
     model = tiny_model()
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("tiny")
     config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
     opts = ["--eval-only", "MODEL.WEIGHTS", str(tmp_path / "tiny.pth"), "DATASETS.TEST_LIMIT", "2",
             *TINY_DIVE_OPTS, *TINY_INVERSION]
-    train_net = load_train_net()
+    train_net = load_tool("train_net")
     results = train_net.main(train_net.default_argument_parser().parse_args(
         ["--config-file", config, *opts, "OUTPUT_DIR", str(tmp_path / "out")]))
     assert {"AP", "AP50", "AP75"} <= set(results["bbox"])
