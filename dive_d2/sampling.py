@@ -31,11 +31,19 @@ def make_sampling_scheduler(model: DIVE, kind: str, num_steps: int, clip_sample:
     return scheduler
 
 
-def _denoise(predict_noise, shape, scheduler: SchedulerMixin, generator: torch.Generator, device, progress: str):
+def _denoise(predict_noise, shape, scheduler: SchedulerMixin, generator: torch.Generator, device, progress: str,
+             project_clean=None):
     sample = torch.randn(shape, generator=generator).to(device)
+    alphas_cumprod = scheduler.alphas_cumprod.to(device)
     for t in tqdm(scheduler.timesteps, desc=progress, leave=False, disable=not progress):
         timesteps = torch.full((shape[0],), int(t), device=device, dtype=torch.int64)
         noise_prediction = predict_noise(sample, timesteps)
+        if project_clean is not None:
+            # Diffusion-LM's clamping (Li et al. 2022): replace the clean estimate by its projection and hand
+            # the scheduler the noise that is consistent with it, so any epsilon scheduler can step.
+            alpha_bar = alphas_cumprod[int(t)]
+            clean = (sample - (1 - alpha_bar).sqrt() * noise_prediction) / alpha_bar.sqrt()
+            noise_prediction = (sample - alpha_bar.sqrt() * project_clean(clean)) / (1 - alpha_bar).sqrt()
         # DDPM's step noise is drawn from the same (CPU) generator, then moved: device-independent results.
         sample = scheduler.step(noise_prediction, t, sample, generator=generator).prev_sample
     return sample
@@ -84,18 +92,34 @@ def sample_layout_embeddings(
     generator: torch.Generator,
     num_steps: int = 100,
     scheduler: str = "ddim",
+    clamp: bool = False,
+    metric: str = "l2",
     progress: str = "",
 ) -> torch.Tensor:
     """Continuous layout embeddings drawn from the prior p(y), before snapping.
+
+    Args:
+        clamp: at every step, snap the prior's estimate of the clean sequence to the nearest allowed
+            vocabulary rows (by ``metric``) before stepping (Diffusion-LM's clamping trick); the sample then
+            ends on vocabulary rows.
 
     Returns:
         (num_samples, L, width) in the units of ``model.layout_encoder.vocabulary()``.
     """
     vocabulary = model.layout_encoder.vocabulary()
+    scale = prior_input_scale(vocabulary)
     sampler = make_sampling_scheduler(model, scheduler, num_steps, clip_sample=False)
     shape = (num_samples, model.tokenizer.sequence_length, vocabulary.shape[1])
-    normalised = _denoise(model.prior, shape, sampler, generator, model.device, progress)
-    return normalised * prior_input_scale(vocabulary)
+    project_clean = None
+    if clamp:
+        allowed = model.tokenizer.allowed_tokens()
+        normalised_vocabulary = vocabulary / scale
+
+        def project_clean(clean: torch.Tensor) -> torch.Tensor:
+            return normalised_vocabulary[nearest_allowed_tokens(clean, normalised_vocabulary, allowed, metric)]
+
+    normalised = _denoise(model.prior, shape, sampler, generator, model.device, progress, project_clean)
+    return normalised * scale
 
 
 @torch.no_grad()
@@ -106,15 +130,17 @@ def sample_layouts(
     num_steps: int = 100,
     scheduler: str = "ddim",
     metric: str = "l2",
+    clamp: bool = False,
     progress: str = "",
 ) -> torch.Tensor:
     """Layouts drawn from the prior p(y): denoise an embedding sequence, then snap every position to the
-    nearest token its type allows.
+    nearest token its type allows (``clamp``: at every step, see ``sample_layout_embeddings``).
 
     Returns:
         (num_samples, L) int64 tokens; decode them with ``model.tokenizer.decode``.
     """
-    embeddings = sample_layout_embeddings(model, num_samples, generator, num_steps, scheduler, progress)
+    embeddings = sample_layout_embeddings(model, num_samples, generator, num_steps, scheduler, clamp, metric,
+                                          progress)
     vocabulary = model.layout_encoder.vocabulary()
     return nearest_allowed_tokens(embeddings, vocabulary, model.tokenizer.allowed_tokens(), metric)
 

@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=100, help="DDIM steps of the prior")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clamp", action="store_true",
+                        help="snap the prior's clean estimate to vocabulary rows at every step (Diffusion-LM)")
     parser.add_argument("--plot", default="", help="PNG of the histograms")
     parser.add_argument("--samples-png", default="", help="PNG of 24 prior samples drawn as boxes")
     parser.add_argument("--json", default="", help="also write the distances here")
@@ -72,7 +74,7 @@ def main() -> None:
         training.append(decode(tokenizer.encode(boxes, classes, d["height"], d["width"])))
     generator = torch.Generator().manual_seed(args.seed)
     samples = [decode(t) for t in sample_layouts(model, args.num_samples, generator, num_steps=args.steps,
-                                                 progress="sampling the prior")]
+                                                 clamp=args.clamp, progress="sampling the prior")]
 
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(training))
