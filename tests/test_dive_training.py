@@ -172,6 +172,49 @@ def test_sampling_is_seeded_and_returns_real_layouts():
         repeat = generate_images(model, tokens, torch.Generator().manual_seed(7), num_steps=3, scheduler=kind)
         assert torch.equal(images, repeat)
 
+def test_clamped_prior_sampling_ends_on_allowed_vocabulary_rows():
+    """With clamping (Diffusion-LM), DDIM's last step returns the snapped clean estimate itself."""
+    from dive_d2.layout import nearest_allowed_tokens
+    from dive_d2.sampling import sample_layout_embeddings
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg()).eval()
+    vocabulary = model.layout_encoder.vocabulary().detach()
+    embeddings = sample_layout_embeddings(model, 3, torch.Generator().manual_seed(5), num_steps=4, clamp=True)
+    snapped = vocabulary[nearest_allowed_tokens(embeddings, vocabulary, model.tokenizer.allowed_tokens())]
+    assert torch.allclose(embeddings, snapped, atol=1e-5)
+    unclamped = sample_layout_embeddings(model, 3, torch.Generator().manual_seed(5), num_steps=4)
+    assert not torch.allclose(unclamped, embeddings)
+
+
+
+def test_prior_token_recovery_tells_an_oracle_prior_from_snapping():
+    """A prior that predicts the true noise recovers every token at every t; snapping the noisy input
+    alone does not at high noise. The measurement must tell the two apart."""
+    from dive_d2.evaluation import prior_token_recovery
+    from dive_d2.modeling.layout_prior import prior_input_scale
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg()).eval()
+    tokenizer = model.tokenizer
+    layouts = [tokenizer.encode(torch.tensor([[2.0, 3.0, 20.0, 30.0], [10.0, 10.0, 40.0, 50.0]]),
+                                torch.tensor([0, 2]), 64, 64),
+               tokenizer.encode(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 64, 64)]
+    tokens = torch.stack(layouts)
+    vocabulary = model.layout_encoder.vocabulary().detach()
+    clean = vocabulary[tokens] / prior_input_scale(vocabulary)
+    alphas_cumprod = model.scheduler.alphas_cumprod
+
+    def oracle(noisy, timesteps):
+        alpha_bar = alphas_cumprod[timesteps].view(-1, 1, 1)
+        return (noisy - alpha_bar.sqrt() * clean) / (1 - alpha_bar).sqrt()
+
+    model.prior.forward = oracle  # the instance attribute shadows the trained forward
+    rows = prior_token_recovery(model, tokens, [10, 500, 950], torch.Generator().manual_seed(0))
+    assert [row["t"] for row in rows] == [10, 500, 950]
+    assert all(row["prior_class"] > 0.999 and row["prior_corner"] > 0.999 for row in rows)
+    assert rows[-1]["snap_corner"] < 0.9
+
 
 def test_prior_trains_from_layout_only_records():
     from detectron2.data import DatasetCatalog, DatasetMapper

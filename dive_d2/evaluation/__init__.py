@@ -12,6 +12,8 @@ from .layout_ranking import (
     rank_record,
 )
 from .objective_gap import objective_gap
+from .prior_recovery import prior_token_recovery
 
 __all__ = ["CORRUPTIONS", "ClassificationEvaluator", "InversionStatsEvaluator", "corrupt_layout",
-           "corruption_margins", "encode_record_image", "fixed_pairs", "layout_errors", "objective_gap", "rank_record"]
+           "corruption_margins", "encode_record_image", "fixed_pairs", "layout_errors", "objective_gap",
+           "prior_token_recovery", "rank_record"]
