@@ -38,12 +38,13 @@ def main() -> None:
     records = DatasetCatalog.get(dataset)[: args.num_layouts]
     tokens = torch.stack([model.tokenizer.encode(*ground_truth_layout(r), r["height"], r["width"]) for r in records])
     rows = prior_token_recovery(model, tokens, args.timesteps, torch.Generator().manual_seed(args.seed))
-    print(f"tokens recovered from {len(records)} noised {dataset} layouts (class / corner positions):")
-    print("| t | prior: class | prior: corner | snapping the noisy input: class | corner |")
-    print("|---|---|---|---|---|")
+    print(f"tokens recovered from {len(records)} noised {dataset} layouts (corner: all corner positions; "
+          "object corner: those of real objects, none excluded):")
+    print("| t | prior: class | corner | object corner | snapping the noisy input: class | corner | object corner |")
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['t']} | {row['prior_class']:.3f} | {row['prior_corner']:.3f} | {row['snap_class']:.3f} | "
-              f"{row['snap_corner']:.3f} |")
+        print(f"| {row['t']} | " + " | ".join(f"{row[f'{who}_{kind}']:.3f}" for who in ("prior", "snap")
+                                           for kind in ("class", "corner", "object_corner")) + " |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -29,15 +29,17 @@ def prior_token_recovery(
         generator: CPU generator of the noise (one draw per timestep).
 
     Returns:
-        One dict per timestep: ``t``, ``prior_class``, ``prior_corner``, ``snap_class``, ``snap_corner``
-        (fractions in [0, 1] over all class / corner positions, ``none`` included).
+        One dict per timestep: ``t``, ``prior_class``, ``prior_corner``, ``prior_object_corner``, and the
+        same three with ``snap_``: fractions in [0, 1] of the class positions, of the corner positions
+        (``none`` included) and of the corner positions that hold a real corner (``none`` excluded).
     """
     vocabulary = model.layout_encoder.vocabulary()
     scale = prior_input_scale(vocabulary)
     tokens = tokens.to(vocabulary.device)
     clean = vocabulary[tokens] / scale
     allowed = model.tokenizer.allowed_tokens()
-    is_class_position = model.tokenizer.class_positions().to(tokens.device)
+    is_class_position = model.tokenizer.class_positions().to(tokens.device)[None].expand_as(tokens)
+    is_object_corner = ~is_class_position & (tokens != model.tokenizer.none_token)
     alphas_cumprod = model.scheduler.alphas_cumprod.to(clean.device)
     rows = []
     for t in timesteps:
@@ -49,7 +51,8 @@ def prior_token_recovery(
         row = {"t": int(t)}
         for name, candidate in (("prior", estimate), ("snap", noisy / alpha_bar.sqrt())):
             correct = nearest_allowed_tokens(candidate * scale, vocabulary, allowed) == tokens
-            row[f"{name}_class"] = float(correct[:, is_class_position].float().mean())
-            row[f"{name}_corner"] = float(correct[:, ~is_class_position].float().mean())
+            row[f"{name}_class"] = float(correct[is_class_position].float().mean())
+            row[f"{name}_corner"] = float(correct[~is_class_position].float().mean())
+            row[f"{name}_object_corner"] = float(correct[is_object_corner].float().mean())
         rows.append(row)
     return rows
