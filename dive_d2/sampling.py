@@ -15,6 +15,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, SchedulerMixin
 from tqdm import tqdm
 
 from .layout import nearest_allowed_tokens
+from .modeling.denoising import clean_estimate, noise_for_clean
 from .modeling.layout_prior import prior_input_scale
 
 if TYPE_CHECKING:  # the meta-architecture itself samples (inversion init): no import at run time
@@ -42,8 +43,8 @@ def _denoise(predict_noise, shape, scheduler: SchedulerMixin, generator: torch.G
             # Diffusion-LM's clamping (Li et al. 2022): replace the clean estimate by its projection and hand
             # the scheduler the noise that is consistent with it, so any epsilon scheduler can step.
             alpha_bar = alphas_cumprod[int(t)]
-            clean = (sample - (1 - alpha_bar).sqrt() * noise_prediction) / alpha_bar.sqrt()
-            noise_prediction = (sample - alpha_bar.sqrt() * project_clean(clean)) / (1 - alpha_bar).sqrt()
+            clean = project_clean(clean_estimate(sample, noise_prediction, alpha_bar))
+            noise_prediction = noise_for_clean(sample, clean, alpha_bar)
         # DDPM's step noise is drawn from the same (CPU) generator, then moved: device-independent results.
         sample = scheduler.step(noise_prediction, t, sample, generator=generator).prev_sample
     return sample

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..layout import nearest_allowed_tokens
+from ..modeling.denoising import clean_estimate
 from ..modeling.layout_prior import prior_input_scale
 
 
@@ -44,12 +45,13 @@ def prior_token_recovery(
     rows = []
     for t in timesteps:
         alpha_bar = alphas_cumprod[t]
+        timestep = torch.full((len(tokens),), t, device=tokens.device)
         noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-        noisy = alpha_bar.sqrt() * clean + (1 - alpha_bar).sqrt() * noise
-        predicted_noise = model.prior(noisy, torch.full((len(tokens),), t, device=tokens.device))
-        estimate = (noisy - (1 - alpha_bar).sqrt() * predicted_noise) / alpha_bar.sqrt()
+        noisy = model.scheduler.add_noise(clean, noise, timestep)
+        estimates = {"prior": clean_estimate(noisy, model.prior(noisy, timestep), alpha_bar),
+                     "snap": clean_estimate(noisy, torch.zeros_like(noisy), alpha_bar)}
         row = {"t": int(t)}
-        for name, candidate in (("prior", estimate), ("snap", noisy / alpha_bar.sqrt())):
+        for name, candidate in estimates.items():
             correct = nearest_allowed_tokens(candidate * scale, vocabulary, allowed) == tokens
             row[f"{name}_class"] = float(correct[is_class_position].float().mean())
             row[f"{name}_corner"] = float(correct[~is_class_position].float().mean())

@@ -36,6 +36,21 @@ def denoising_error(
     return error.flatten(1).mean(dim=1)
 
 
+def clean_estimate(noisy: torch.Tensor, predicted_noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The clean sample an epsilon prediction implies: x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t).
+
+    Args:
+        noisy: x_t, any shape; predicted_noise: eps of the same shape (zeros: x_t / sqrt(a_t) itself).
+        alpha_bar: scalar tensor, the schedule's cumulative alpha a_t at x_t's timestep.
+    """
+    return (noisy - (1 - alpha_bar).sqrt() * predicted_noise) / alpha_bar.sqrt()
+
+
+def noise_for_clean(noisy: torch.Tensor, clean: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The epsilon that makes ``clean_estimate`` return ``clean`` for ``noisy`` (its inverse)."""
+    return (noisy - alpha_bar.sqrt() * clean) / (1 - alpha_bar).sqrt()
+
+
 def fixed_pairs(num_pairs: int, sample_shape: tuple[int, ...], num_train_timesteps: int, seed: int,
                 first_timestep: int = 0):
     """``num_pairs`` (timestep, noise) pairs: timesteps evenly spread over [first_timestep,
