@@ -7,7 +7,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
-from dive_d2.inversion import LayoutInversion, replay_checks, restart_seed
+from dive_d2.inversion import LayoutInversion, best_restarts, replay_checks, restart_seed
 from dive_d2.inversion.parameterisations import BoxSlots, EmbeddingSequence
 
 from .test_dive_training import make_input, tiny_cfg
@@ -163,6 +163,20 @@ def test_restarts_return_each_images_best_single_run(parameterisation):
     with torch.enable_grad():
         plain = LayoutInversion(**settings)(model, latents, [7, 8])
     assert torch.equal(plain.tokens, torch.stack([runs.tokens[0] for runs in single])), "restart 0 is the plain run"
+    with torch.enable_grad():
+        two = LayoutInversion(restarts=2, **settings)(model, latents, [7, 8])
+    first_two = best_restarts(torch.cat([runs.monitor_loss for runs in single]), 3, considered=2)
+    assert torch.equal(two.tokens, torch.stack([single[int(run) // 3].tokens[int(run) % 3] for run in first_two])), \
+        "RESTARTS 2 is the best of the first two runs of RESTARTS 3 (what tools/evaluate_inversion.py replays)"
+
+
+def test_best_restarts_picks_the_lowest_loss_among_the_considered_runs():
+    losses = torch.tensor([3.0, 2.0, 1.0, 5.0, 4.0, 4.0])  # two images, three runs each, image-major
+    assert best_restarts(losses, 3).tolist() == [2, 4]  # the tie at image 1 goes to the earlier restart
+    assert best_restarts(losses, 3, considered=2).tolist() == [1, 4]
+    assert best_restarts(losses, 3, considered=1).tolist() == [0, 3]
+    with pytest.raises(ValueError, match="1 to 3 restarts"):
+        best_restarts(losses, 3, considered=4)
 
 
 def test_every_score_variant_gives_valid_confidences():

@@ -20,6 +20,8 @@ column is the summed area of an image's found boxes over that of its true boxes,
 objects: above 1, the found layouts cover more of the image than the objects do.
 With ``MODEL.DIVE.INVERSION.RESTARTS`` R > 1 every run of an image is recorded and replayed, and each
 setting returns the image's run whose replayed best check has the lowest monitor loss, as the engine does.
+``--restart-counts`` k1 k2 ... (each <= R) adds rows for the best of each image's first k runs: what
+``RESTARTS`` k returns, read off the same recording (restart r's seed does not depend on R).
 """
 
 import argparse
@@ -63,6 +65,9 @@ def main() -> None:
     parser.add_argument("--gap-pairs", type=int, default=128,
                         help="held-out pairs for the found-vs-true loss comparison (dive_d2.evaluation.objective_gap); "
                              "0 skips it")
+    parser.add_argument("--restart-counts", type=int, nargs="*", default=None,
+                        help="with RESTARTS R: also report the best of the first k restarts for each k (<= R); "
+                             "default: R only")
     parser.add_argument("--rescore", action="store_true",
                         help="score the inversion recorded in --output/history.pth (same options) instead of "
                              "inverting again")
@@ -113,18 +118,27 @@ def main() -> None:
         torch.save({"histories": histories, "seconds": seconds, "opts": args.opts}, history_path)
     steps = [step for step, *_ in histories[0]]
 
+    restart_counts = args.restart_counts or [restarts]
+    if any(not 1 <= count <= restarts for count in restart_counts):
+        raise ValueError(f"--restart-counts {restart_counts} must lie in 1..RESTARTS ({restarts})")
     settings = [(f"budget {budget}", None, budget) for budget in args.budgets]
     settings += [(f"patience {patience} (max {max_steps})", patience, max_steps) for patience in args.patience]
+    if restarts > 1:
+        settings = [(f"{name}, best of {count}", patience, budget, count)
+                    for count in restart_counts for name, patience, budget in settings]
+    else:
+        settings = [(*setting, 1) for setting in settings]
     scores = args.scores or [model.score]
     score_cache: dict[tuple, object] = {}
     gap_cache: dict[tuple, tuple[float, float]] = {}
     rows = []
     true_areas = [float(Boxes(ground_truth_layout(record)[0]).area().sum()) for record in dataset_dicts]
     losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
-    for (name, patience, budget), score in tqdm([(s, v) for s in settings for v in scores], desc="scoring settings"):
+    jobs = [(setting, score) for setting in settings for score in scores]
+    for (name, patience, budget, count), score in tqdm(jobs, desc="scoring settings"):
         model.score = score
         best, stop = replay_checks(losses, steps, patience, budget)
-        runs = best_restarts(losses[best, torch.arange(len(histories))], restarts)
+        runs = best_restarts(losses[best, torch.arange(len(histories))], restarts, count)
         stop = stop[runs]
         outputs, gaps, area_ratios = [], [], []
         for image, (item, run) in enumerate(zip(records, runs.tolist(), strict=True)):
@@ -160,12 +174,12 @@ def main() -> None:
     seconds_per_step = seconds / (len(records) * max_steps)
     print(f"\n{len(records)} images of {args.dataset}; {seconds_per_step:.3f} s per step per image "
           f"({seconds / len(records):.1f} s per image for {max_steps} steps)")
-    print(f"{'setting':<28} {'score':<14} {'AP':>6} {'AP50':>6} {'AP75':>6} {'mean step':>9} {'dets/img':>8} "
+    print(f"{'setting':<40} {'score':<14} {'AP':>6} {'AP50':>6} {'AP75':>6} {'mean step':>9} {'dets/img':>8} "
           f"{'area/true':>9} {'found<=true':>11} {'loss gap':>8}")
     for row in rows:
         gap = (f" {row['found_not_worse_than_truth']:11.2f} {100 * row['mean_relative_gap']:+7.1f}%"
                if "mean_relative_gap" in row else "")
-        print(f"{row['setting']:<28} {row['score']:<14} {row['AP']:6.1f} {row['AP50']:6.1f} {row['AP75']:6.1f} "
+        print(f"{row['setting']:<40} {row['score']:<14} {row['AP']:6.1f} {row['AP50']:6.1f} {row['AP75']:6.1f} "
               f"{row['mean_stop_step']:9.1f} {row['detections_per_image']:8.2f} {row['box_area_over_true']:9.2f}{gap}")
     with open(os.path.join(args.output, "results.json"), "w") as handle:
         json.dump({"dataset": args.dataset, "num_images": len(records), "weights": args.weights,

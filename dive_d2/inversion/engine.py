@@ -87,10 +87,16 @@ def restart_seed(image_seed: int, restart: int) -> int:
     return image_seed if restart == 0 else hashed_seed(f"{image_seed}:restart {restart}")
 
 
-def best_restarts(losses: torch.Tensor, restarts: int) -> torch.Tensor:
+def best_restarts(losses: torch.Tensor, restarts: int, considered: int | None = None) -> torch.Tensor:
     """(B,) int64 index of each image's best run: losses (B * restarts,) of image-major runs; the lowest
-    loss wins, ties go to the earlier restart."""
-    grouped = losses.detach().cpu().view(-1, restarts)
+    loss wins, ties go to the earlier restart.
+
+    ``considered`` k < restarts picks among each image's first k runs only: since a restart's seed does not
+    depend on how many restarts there are, that is exactly what ``restarts`` = k would have returned."""
+    considered = restarts if considered is None else considered
+    if not 1 <= considered <= restarts:
+        raise ValueError(f"can pick among 1 to {restarts} restarts, got {considered}")
+    grouped = losses.detach().cpu().view(-1, restarts)[:, :considered]
     return torch.arange(len(grouped)) * restarts + grouped.argmin(1)
 
 
