@@ -82,6 +82,9 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.PRIOR.WIDTH = 128
     cfg.MODEL.DIVE.PRIOR.NUM_LAYERS = 4
     cfg.MODEL.DIVE.PRIOR.NUM_HEADS = 4
+    # Weight of the rounding term (cross-entropy of the true tokens given the prior's clean estimate,
+    # Diffusion-LM) added to the prior's epsilon loss in training; 0 = epsilon loss only, as the paper.
+    cfg.MODEL.DIVE.PRIOR.ROUNDING_WEIGHT = 0.0
 
     # Detection by inversion, see dive_d2/inversion/engine.py (eval mode of DIVE).
     cfg.MODEL.DIVE.INVERSION = CN()

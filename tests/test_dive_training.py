@@ -10,6 +10,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from dive_d2 import add_dive_config
+from dive_d2.modeling.layout_prior import rounding_loss
 
 from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
 
@@ -50,6 +51,28 @@ def test_training_forward_gives_finite_losses_for_any_input():
     sum(losses.values()).backward()
     assert model.unet.conv_in.weight.grad is not None and model.prior.input_projection.weight.grad is not None
     assert model.layout_encoder.class_rows.grad is not None
+
+
+def test_rounding_term_trains_the_prior_only_and_favours_the_true_rows():
+    model = build_model(tiny_cfg("MODEL.DIVE.TRAIN_IMAGE_MODEL", "False", "MODEL.DIVE.PRIOR.ROUNDING_WEIGHT", "0.5"))
+    model.train()
+    losses = model(mixed_batch())
+    assert set(losses) == {"loss_prior", "loss_prior_rounding"}
+    assert torch.isfinite(losses["loss_prior_rounding"]) and losses["loss_prior_rounding"] > 0
+    losses["loss_prior_rounding"].backward()
+    assert model.prior.input_projection.weight.grad.abs().sum() > 0
+
+    vocabulary = model.layout_encoder.vocabulary().detach()
+    allowed = model.tokenizer.allowed_tokens()
+    tokens = model.layout_tokens(mixed_batch())
+    on_truth = rounding_loss(vocabulary[tokens], vocabulary, allowed, tokens)
+    shifted = tokens.clone()
+    corners = ~model.tokenizer.class_positions()[None] & (tokens != model.tokenizer.none_token)
+    shifted[corners] += 1  # each real corner moved to the next grid token
+    on_neighbour = rounding_loss(vocabulary[shifted], vocabulary, allowed, tokens)
+    assert (on_truth < on_neighbour)[:2].all(), "estimates on the true rows must cost less than on other rows"
+    with pytest.raises(ValueError, match="ROUNDING_WEIGHT"):
+        build_model(tiny_cfg("MODEL.DIVE.PRIOR.ROUNDING_WEIGHT", "-1"))
 
 
 def test_bad_image_shape_is_a_clear_error():

@@ -32,8 +32,12 @@ def denoising_error(
         (B,) float, the mean squared error of each sample.
     """
     noisy = scheduler.add_noise(clean, noise, timesteps)
-    error = (predict_noise(noisy, timesteps) - noise) ** 2
-    return error.flatten(1).mean(dim=1)
+    return noise_prediction_error(predict_noise(noisy, timesteps), noise)
+
+
+def noise_prediction_error(predicted_noise: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """(B,) mean squared error of each sample's (B, ...) predicted noise against the true noise."""
+    return ((predicted_noise - noise) ** 2).flatten(1).mean(dim=1)
 
 
 def clean_estimate(noisy: torch.Tensor, predicted_noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
@@ -41,7 +45,8 @@ def clean_estimate(noisy: torch.Tensor, predicted_noise: torch.Tensor, alpha_bar
 
     Args:
         noisy: x_t, any shape; predicted_noise: eps of the same shape (zeros: x_t / sqrt(a_t) itself).
-        alpha_bar: scalar tensor, the schedule's cumulative alpha a_t at x_t's timestep.
+        alpha_bar: the schedule's cumulative alpha a_t at x_t's timestep: a scalar tensor, or one per sample
+            shaped to broadcast against x_t (e.g. (B, 1, 1)).
     """
     return (noisy - (1 - alpha_bar).sqrt() * predicted_noise) / alpha_bar.sqrt()
 

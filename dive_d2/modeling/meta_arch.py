@@ -30,10 +30,10 @@ from torch import nn
 
 from ..inversion import SCORES, LayoutInversion, hashed_seed, leave_one_out_scores, margin_scores
 from ..layout import DecodedLayout, LayoutTokenizer
-from .denoising import denoising_error
+from .denoising import clean_estimate, denoising_error, noise_prediction_error
 from .first_stage import FirstStage
 from .layout_encoder import LayoutEncoderModel
-from .layout_prior import LayoutPriorTransformer, prior_input_scale
+from .layout_prior import LayoutPriorTransformer, prior_input_scale, rounding_loss
 from .spatial_layout import SpatialLayoutMap
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class DIVE(nn.Module):
         inversion: LayoutInversion | None = None,
         score: str = "leave_one_out",
         score_temperature: float = 0.01,
+        prior_rounding_weight: float = 0.0,
     ):
         """
         Args:
@@ -92,6 +93,8 @@ class DIVE(nn.Module):
             spatial_map: optional part of p(x|y) whose output channels join the UNet's input.
             inversion: the engine used in eval mode (default settings when None).
             score, score_temperature: detection confidence, see dive_d2/inversion/scoring.py.
+            prior_rounding_weight: weight of ``loss_prior_rounding`` (``rounding_loss``, each sample weighted
+                by its a_t) in training the prior; 0 trains on the epsilon loss alone.
         """
         super().__init__()
         if not (train_image_model or train_prior):
@@ -125,6 +128,9 @@ class DIVE(nn.Module):
         self.inversion = inversion if inversion is not None else LayoutInversion()
         self.score = score
         self.score_temperature = score_temperature
+        if prior_rounding_weight < 0:
+            raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
+        self.prior_rounding_weight = prior_rounding_weight
         # Images in [0, 255] map to [-1, 1]; the buffer also tells the model's device.
         self.register_buffer("pixel_mean", torch.tensor(127.5), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(127.5), persistent=False)
@@ -150,6 +156,7 @@ class DIVE(nn.Module):
             "inversion": LayoutInversion(cfg),
             "score": dive.INVERSION.SCORE,
             "score_temperature": dive.INVERSION.SCORE_TEMPERATURE,
+            "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
         }
 
     @property
@@ -228,10 +235,26 @@ class DIVE(nn.Module):
             losses["loss_image"] = self.image_denoising_error(
                 latents, embeddings, self._random_timesteps(batch_size), torch.randn_like(latents)).mean()
         if self.train_prior:
-            with torch.no_grad():
-                embeddings = self.layout_encoder.embed_tokens(tokens)
-            losses["loss_prior"] = self.prior_denoising_error(
-                embeddings, self._random_timesteps(batch_size), torch.randn_like(embeddings)).mean()
+            losses.update(self.prior_training_losses(tokens))
+        return losses
+
+    def prior_training_losses(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``loss_prior`` (the epsilon loss, as ``prior_denoising_error``) and, with a rounding weight,
+        ``loss_prior_rounding`` for (B, L) training layout tokens."""
+        vocabulary = self.layout_encoder.vocabulary().detach()
+        scale = prior_input_scale(vocabulary)
+        clean = vocabulary[tokens] / scale
+        timesteps = self._random_timesteps(len(tokens))
+        noise = torch.randn_like(clean)
+        noisy = self.scheduler.add_noise(clean, noise, timesteps)
+        predicted_noise = self.prior(noisy, timesteps)
+        losses = {"loss_prior": noise_prediction_error(predicted_noise, noise).mean()}
+        if self.prior_rounding_weight > 0:
+            # Weighted by a_t: at high noise no estimate can name the tokens, and the term would only add noise.
+            alpha_bar = self.scheduler.alphas_cumprod.to(clean.device)[timesteps]
+            estimate = clean_estimate(noisy, predicted_noise, alpha_bar[:, None, None])
+            cross_entropy = rounding_loss(estimate, vocabulary / scale, self.tokenizer.allowed_tokens(), tokens)
+            losses["loss_prior_rounding"] = self.prior_rounding_weight * (alpha_bar * cross_entropy).mean()
         return losses
 
     # ---- detection by inversion -----------------------------------------------------------------------------
