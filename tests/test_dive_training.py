@@ -235,8 +235,21 @@ def test_prior_token_recovery_tells_an_oracle_prior_from_snapping():
     model.prior.forward = oracle  # the instance attribute shadows the trained forward
     rows = prior_token_recovery(model, tokens, [10, 500, 950], torch.Generator().manual_seed(0))
     assert [row["t"] for row in rows] == [10, 500, 950]
-    assert all(min(row["prior_class"], row["prior_corner"], row["prior_object_corner"]) > 0.999 for row in rows)
-    assert rows[-1]["snap_object_corner"] < 0.9
+    assert all(min(row["prior_class"], row["prior_corner"], row["prior_object_corner"], row["prior_object_iou"])
+               > 0.999 for row in rows)
+    assert rows[-1]["snap_object_corner"] < 0.9 and rows[-1]["snap_object_iou"] < 0.9
+
+
+def test_object_iou_scores_near_misses_and_zeroes_lost_objects():
+    from dive_d2.evaluation.prior_recovery import object_iou
+    from dive_d2.layout import LayoutTokenizer
+
+    tokenizer = LayoutTokenizer(num_classes=3, grid_size=11, num_slots=2)
+    truth = tokenizer.encode(torch.tensor([[0.0, 0.0, 40.0, 40.0], [50.0, 50.0, 100.0, 100.0]]),
+                             torch.tensor([0, 1]), 100, 100)
+    near = tokenizer.encode(torch.tensor([[0.0, 0.0, 40.0, 50.0]]), torch.tensor([2]), 100, 100)  # slot 1 lost
+    assert object_iou(tokenizer, truth[None], truth[None]) == pytest.approx(1.0)
+    assert object_iou(tokenizer, near[None], truth[None]) == pytest.approx((0.8 + 0.0) / 2)
 
 
 def test_prior_trains_from_layout_only_records():

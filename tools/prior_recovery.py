@@ -39,12 +39,14 @@ def main() -> None:
     tokens = torch.stack([model.tokenizer.encode(*ground_truth_layout(r), r["height"], r["width"]) for r in records])
     rows = prior_token_recovery(model, tokens, args.timesteps, torch.Generator().manual_seed(args.seed))
     print(f"tokens recovered from {len(records)} noised {dataset} layouts (corner: all corner positions; "
-          "object corner: those of real objects, none excluded):")
-    print("| t | prior: class | corner | object corner | snapping the noisy input: class | corner | object corner |")
-    print("|---|---|---|---|---|---|---|")
+          "object corner: those of real objects, none excluded; object IoU: of each true box with the box its "
+          "slot decodes to, 0 if none):")
+    print("| t | prior: class | corner | object corner | object IoU | snapping the noisy input: class | corner | "
+          "object corner | object IoU |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['t']} | " + " | ".join(f"{row[f'{who}_{kind}']:.3f}" for who in ("prior", "snap")
-                                           for kind in ("class", "corner", "object_corner")) + " |")
+                                           for kind in ("class", "corner", "object_corner", "object_iou")) + " |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
