@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--weights", required=True)
     parser.add_argument("--dataset", default="dive_shapes_val")
     parser.add_argument("--num-images", type=int, default=16, help="the first N images of the dataset")
+    parser.add_argument("--start-image", type=int, default=0,
+                        help="skip this many images first (a held-out slice: images start .. start + N - 1)")
     parser.add_argument("--batch-size", type=int, default=4, help="images inverted together")
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 300])
     parser.add_argument("--patience", type=int, nargs="*", default=[5], help="early-stopping settings to replay")
@@ -83,7 +85,7 @@ def main() -> None:
     prepare_datasets_from_config(cfg)
     model = load_model(cfg, args.weights)
     model.inversion.record_history = True
-    subset = register_first_images(args.dataset, args.num_images)
+    subset = register_first_images(args.dataset, args.num_images, args.start_image)
     mapper = DatasetMapper(cfg, is_train=False)
     dataset_dicts = DatasetCatalog.get(subset)
     records = [mapper(record) for record in dataset_dicts]
@@ -182,7 +184,8 @@ def main() -> None:
         print(f"{row['setting']:<40} {row['score']:<14} {row['AP']:6.1f} {row['AP50']:6.1f} {row['AP75']:6.1f} "
               f"{row['mean_stop_step']:9.1f} {row['detections_per_image']:8.2f} {row['box_area_over_true']:9.2f}{gap}")
     with open(os.path.join(args.output, "results.json"), "w") as handle:
-        json.dump({"dataset": args.dataset, "num_images": len(records), "weights": args.weights,
+        json.dump({"dataset": args.dataset, "start_image": args.start_image, "num_images": len(records),
+                   "weights": args.weights,
                    "opts": args.opts, "seconds_per_step_per_image": seconds_per_step,
                    "classes": MetadataCatalog.get(subset).thing_classes, "rows": rows}, handle, indent=1)
 

@@ -95,16 +95,18 @@ def register_user_coco_datasets(cfg: CfgNode) -> CfgNode:
     return cfg
 
 
-def register_first_images(name: str, num_images: int) -> str:
-    """Register the first ``num_images`` records of dataset ``name`` as a dataset of their own.
+def register_first_images(name: str, num_images: int, start: int = 0) -> str:
+    """Register ``num_images`` records of dataset ``name``, from record ``start`` on, as a dataset of their own.
 
     Evaluating on a subset needs its own name: COCOEvaluator builds its ground truth from the whole
     registered dataset, so slicing only the data loader would count the rest as missed objects.
-    Returns the new name, ``{name}_first{num_images}``.
+    Returns the new name, ``{name}_first{num_images}`` (or ``{name}_{start}to{start + num_images}``).
     """
-    subset = f"{name}_first{num_images}"
+    if start < 0 or num_images < 1:
+        raise ValueError(f"register_first_images: need start >= 0 and num_images >= 1, got {start}, {num_images}")
+    subset = f"{name}_first{num_images}" if start == 0 else f"{name}_{start}to{start + num_images}"
     if subset not in DatasetCatalog.list():
-        DatasetCatalog.register(subset, lambda: DatasetCatalog.get(name)[:num_images])
+        DatasetCatalog.register(subset, lambda: DatasetCatalog.get(name)[start : start + num_images])
         metadata = MetadataCatalog.get(name).as_dict()
         metadata.pop("name", None)
         MetadataCatalog.get(subset).set(**metadata)
