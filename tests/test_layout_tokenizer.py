@@ -1,7 +1,7 @@
 """The layout token format: round trips, dropping rules, the grid's error bound, over-full layouts."""
 
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from dive_d2.layout import LayoutTokenizer
@@ -40,6 +40,7 @@ def test_vocabulary_layout():
 
 @settings(max_examples=200, deadline=None)
 @given(layouts())
+@example((16, 16, torch.tensor([[0.0, 1.5, 1.0, 2.5]]), torch.tensor([0])))  # one step, corners on ties
 def test_round_trip_within_grid_error(layout):
     height, width, boxes, classes = layout
     tokens = TOKENIZER.encode(boxes, classes, height, width)
@@ -62,7 +63,9 @@ def test_round_trip_within_grid_error(layout):
             else:
                 width_cells = (boxes[k, 2] - boxes[k, 0]) / width * 16
                 height_cells = (boxes[k, 3] - boxes[k, 1]) / height * 16
-                assert min(width_cells, height_cells) < 1.0, "a box wider than a grid step was dropped"
+                # Rounding to the grid collapses a box only if it spans at most one step: a span of exactly
+                # one step with both corners on half cells (1.5 -> 2, 2.5 -> 2, round half to even) may.
+                assert min(width_cells, height_cells) <= 1.0, "a box more than one grid step wide was dropped"
 
 
 @settings(max_examples=100, deadline=None)
