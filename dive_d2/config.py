@@ -113,6 +113,11 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.BOX_SMOOTHING = 0.0
     # Runs per image from different starting points; the one with the lowest monitor loss is kept (R x cost).
     cfg.MODEL.DIVE.INVERSION.RESTARTS = 1
+    # What the detector returns of R restarts: "best" (the run with the lowest monitor loss) or "pooled" (the
+    # union of all runs' objects; same-class boxes of different runs with IoU >= POOL_IOU are one detection
+    # scored by the mean of its score over the R runs, 0 where a run lacks it); dive_d2/inversion/pooling.py
+    cfg.MODEL.DIVE.INVERSION.RESTART_SELECTION = "best"
+    cfg.MODEL.DIVE.INVERSION.POOL_IOU = 0.5
     cfg.MODEL.DIVE.INVERSION.SEED = 0  # seeds pairs and, with each image's id, its initialisation
     # Detection confidence: "leave_one_out", "margin" or "constant" (dive_d2/inversion/scoring.py).
     cfg.MODEL.DIVE.INVERSION.SCORE = "leave_one_out"

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances, pairwise_iou
 
-from dive_d2.inversion import LayoutInversion, best_restarts, replay_checks, restart_seed
+from dive_d2.inversion import LayoutInversion, best_restarts, pool_detections, replay_checks, restart_seed
 from dive_d2.inversion.parameterisations import BoxSlots, EmbeddingSequence
 
 from .test_dive_training import make_input, tiny_cfg
@@ -177,6 +177,57 @@ def test_best_restarts_picks_the_lowest_loss_among_the_considered_runs():
     assert best_restarts(losses, 3, considered=1).tolist() == [0, 3]
     with pytest.raises(ValueError, match="1 to 3 restarts"):
         best_restarts(losses, 3, considered=4)
+
+
+def detections_of(boxes, classes, scores, size=(64, 64)):
+    instances = Instances(size)
+    instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    instances.pred_classes = torch.tensor(classes, dtype=torch.int64)
+    instances.scores = torch.tensor(scores, dtype=torch.float32)
+    return instances
+
+
+def test_pooling_merges_an_object_that_several_runs_found_and_keeps_the_rest():
+    square = [10.0, 10.0, 30.0, 30.0]
+    shifted = [12.0, 10.0, 32.0, 30.0]  # IoU 0.82 with square
+    far = [40.0, 40.0, 60.0, 60.0]
+    runs = [detections_of([square, far], [0, 1], [0.9, 0.4]),
+            detections_of([shifted, shifted], [0, 2], [0.6, 0.8]),  # same box, other class: another object
+            detections_of([], [], []),
+            detections_of([square, square], [0, 0], [0.5, 0.3])]  # one run counts once per object
+    pooled = pool_detections(runs, iou_threshold=0.5)
+    # Run 0's square leads and takes run 1's shifted square and run 3's better square; run 3's second square
+    # cannot join (run 3 is in that cluster already), so it is an object of its own.
+    assert pooled.pred_boxes.tensor.tolist() == [square, shifted, far, square]
+    assert pooled.pred_classes.tolist() == [0, 2, 1, 0]
+    assert pooled.scores.tolist() == pytest.approx([(0.9 + 0.6 + 0.5) / 4, 0.8 / 4, 0.4 / 4, 0.3 / 4])
+    assert len(pool_detections(runs, iou_threshold=0.9)) == 5, "shifted no longer matches square at IoU 0.9"
+    with pytest.raises(ValueError, match="IoU threshold"):
+        pool_detections(runs, iou_threshold=0.0)
+
+
+def test_pooled_restarts_contain_the_best_run_and_equal_it_with_one_restart():
+    opts = ("MODEL.DIVE.INVERSION.PARAMETERISATION", "box", "MODEL.DIVE.INVERSION.SCORE", "constant")
+    images = [make_input(3, 64, 64, [], [], seed=s) | {"image_id": s} for s in range(2)]
+
+    def detections(*extra):
+        with torch.no_grad():
+            return [o["instances"] for o in tiny_model(*opts, *extra)(images)]
+
+    one = ("MODEL.DIVE.INVERSION.RESTARTS", "1")
+    for best, pooled in zip(detections(*one), detections(*one, "MODEL.DIVE.INVERSION.RESTART_SELECTION", "pooled"),
+                            strict=True):
+        assert torch.equal(best.pred_boxes.tensor, pooled.pred_boxes.tensor)
+        assert torch.equal(best.scores, pooled.scores)
+    three = ("MODEL.DIVE.INVERSION.RESTARTS", "3")
+    for best, pooled in zip(detections(*three), detections(*three, "MODEL.DIVE.INVERSION.RESTART_SELECTION",
+                                                           "pooled"), strict=True):
+        assert len(pooled) >= len(best)
+        # Every object of the best run is in the pool: as its own box, or merged into a same-class box.
+        overlap = pairwise_iou(best.pred_boxes, pooled.pred_boxes)
+        same_class = best.pred_classes[:, None] == pooled.pred_classes[None, :]
+        assert ((overlap >= 0.5) & same_class).any(dim=1).all()
+        assert ((pooled.scores > 0) & (pooled.scores <= 1)).all(), "constant score pools to a vote fraction"
 
 
 def test_every_score_variant_gives_valid_confidences():

@@ -22,6 +22,10 @@ With ``MODEL.DIVE.INVERSION.RESTARTS`` R > 1 every run of an image is recorded a
 setting returns the image's run whose replayed best check has the lowest monitor loss, as the engine does.
 ``--restart-counts`` k1 k2 ... (each <= R) adds rows for the best of each image's first k runs: what
 ``RESTARTS`` k returns, read off the same recording (restart r's seed does not depend on R).
+``--selections best pooled`` scores each setting both ways ``RESTART_SELECTION`` allows: the best run, and
+the objects of the first k runs pooled (``dive_d2.inversion.pool_detections``; each run at its replayed best
+check). Pooled rows have no loss-gap columns (there is no single returned layout), and their "area/true" is
+that of the pooled boxes.
 """
 
 import argparse
@@ -32,7 +36,7 @@ import time
 import torch
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
-from detectron2.structures import Boxes
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
@@ -40,7 +44,7 @@ import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2.data import ground_truth_layout, prepare_datasets_from_config
 from dive_d2.data.from_config import register_first_images
 from dive_d2.evaluation import objective_gap
-from dive_d2.inversion import SCORES, best_restarts, replay_checks
+from dive_d2.inversion import RESTART_SELECTIONS, SCORES, best_restarts, pool_detections, replay_checks
 from dive_d2.loading import load_config, load_model
 
 
@@ -70,6 +74,9 @@ def main() -> None:
     parser.add_argument("--restart-counts", type=int, nargs="*", default=None,
                         help="with RESTARTS R: also report the best of the first k restarts for each k (<= R); "
                              "default: R only")
+    parser.add_argument("--selections", nargs="+", default=None, choices=RESTART_SELECTIONS,
+                        help="with RESTARTS R: what each setting returns of the restarts (default: the config's "
+                             "RESTART_SELECTION)")
     parser.add_argument("--rescore", action="store_true",
                         help="score the inversion recorded in --output/history.pth (same options) instead of "
                              "inverting again")
@@ -131,19 +138,38 @@ def main() -> None:
     else:
         settings = [(*setting, 1) for setting in settings]
     scores = args.scores or [model.score]
+    selections = args.selections or [model.restart_selection]
     score_cache: dict[tuple, object] = {}
     gap_cache: dict[tuple, tuple[float, float]] = {}
     rows = []
     true_areas = [float(Boxes(ground_truth_layout(record)[0]).area().sum()) for record in dataset_dicts]
     losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
-    jobs = [(setting, score) for setting in settings for score in scores]
-    for (name, patience, budget, count), score in tqdm(jobs, desc="scoring settings"):
+    jobs = [(setting, score, selection) for setting in settings for score in scores for selection in selections]
+
+    def run_detections(score: str, image: int, run: int, check: int) -> Instances:
+        _, _, tokens, embeddings = histories[run][check]
+        key = (score, image, tuple(tokens.tolist()))
+        if key not in score_cache:
+            with torch.no_grad():
+                score_cache[key] = model.detections(records[image], latents_per_image[image], tokens.to(model.device),
+                                                    embeddings.to(model.device)).to("cpu")
+        return score_cache[key]
+
+    for (name, patience, budget, count), score, selection in tqdm(jobs, desc="scoring settings"):
         model.score = score
         best, stop = replay_checks(losses, steps, patience, budget)
         runs = best_restarts(losses[best, torch.arange(len(histories))], restarts, count)
         stop = stop[runs]
         outputs, gaps, area_ratios = [], [], []
-        for image, (item, run) in enumerate(zip(records, runs.tolist(), strict=True)):
+        for image, run in enumerate(runs.tolist()):
+            if selection == "pooled":
+                first_runs = range(image * restarts, image * restarts + count)
+                detections = pool_detections([run_detections(score, image, r, int(best[r])) for r in first_runs],
+                                             model.pool_iou)
+                outputs.append({"instances": detections})
+                if true_areas[image] > 0:
+                    area_ratios.append(float(detections.pred_boxes.area().sum()) / true_areas[image])
+                continue
             _, _, tokens, embeddings = histories[run][int(best[run])]
             if args.gap_pairs > 0:
                 gap_key = (image, tuple(tokens.tolist()))
@@ -157,15 +183,10 @@ def main() -> None:
             if true_areas[image] > 0:
                 found = model.tokenizer.decode(tokens, dataset_dicts[image]["height"], dataset_dicts[image]["width"])
                 area_ratios.append(float(Boxes(found.boxes).area().sum()) / true_areas[image])
-            key = (score, image, tuple(tokens.tolist()))
-            if key not in score_cache:
-                with torch.no_grad():
-                    score_cache[key] = model.detections(item, latents_per_image[image], tokens.to(model.device),
-                                                        embeddings.to(model.device)).to("cpu")
-            outputs.append({"instances": score_cache[key]})
+            outputs.append({"instances": run_detections(score, image, run, int(best[run]))})
         metrics = coco_ap(subset, records, outputs, args.output)
-        rows.append({"setting": name, "score": score, "AP": metrics["AP"], "AP50": metrics["AP50"],
-                     "AP75": metrics["AP75"], "mean_stop_step": float(stop.float().mean()),
+        rows.append({"setting": name, "score": score, "selection": selection, "AP": metrics["AP"],
+                     "AP50": metrics["AP50"], "AP75": metrics["AP75"], "mean_stop_step": float(stop.float().mean()),
                      "detections_per_image": sum(len(o["instances"]) for o in outputs) / len(outputs),
                      "box_area_over_true": sum(area_ratios) / max(len(area_ratios), 1)})
         if gaps:
@@ -176,13 +197,14 @@ def main() -> None:
     seconds_per_step = seconds / (len(records) * max_steps)
     print(f"\n{len(records)} images of {args.dataset}; {seconds_per_step:.3f} s per step per image "
           f"({seconds / len(records):.1f} s per image for {max_steps} steps)")
-    print(f"{'setting':<40} {'score':<14} {'AP':>6} {'AP50':>6} {'AP75':>6} {'mean step':>9} {'dets/img':>8} "
-          f"{'area/true':>9} {'found<=true':>11} {'loss gap':>8}")
+    print(f"{'setting':<40} {'score':<14} {'selection':<9} {'AP':>6} {'AP50':>6} {'AP75':>6} {'mean step':>9} "
+          f"{'dets/img':>8} {'area/true':>9} {'found<=true':>11} {'loss gap':>8}")
     for row in rows:
         gap = (f" {row['found_not_worse_than_truth']:11.2f} {100 * row['mean_relative_gap']:+7.1f}%"
                if "mean_relative_gap" in row else "")
-        print(f"{row['setting']:<40} {row['score']:<14} {row['AP']:6.1f} {row['AP50']:6.1f} {row['AP75']:6.1f} "
-              f"{row['mean_stop_step']:9.1f} {row['detections_per_image']:8.2f} {row['box_area_over_true']:9.2f}{gap}")
+        print(f"{row['setting']:<40} {row['score']:<14} {row['selection']:<9} {row['AP']:6.1f} {row['AP50']:6.1f} "
+              f"{row['AP75']:6.1f} {row['mean_stop_step']:9.1f} {row['detections_per_image']:8.2f} "
+              f"{row['box_area_over_true']:9.2f}{gap}")
     with open(os.path.join(args.output, "results.json"), "w") as handle:
         json.dump({"dataset": args.dataset, "start_image": args.start_image, "num_images": len(records),
                    "weights": args.weights,

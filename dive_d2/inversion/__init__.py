@@ -9,7 +9,8 @@ from .engine import (
     replay_checks,
     restart_seed,
 )
+from .pooling import RESTART_SELECTIONS, pool_detections
 from .scoring import SCORES, leave_one_out_scores, margin_scores
 
-__all__ = ["SCORES", "InversionResult", "LayoutInversion", "MonitorCheck", "best_restarts", "hashed_seed",
-           "leave_one_out_scores", "margin_scores", "replay_checks", "restart_seed"]
+__all__ = ["RESTART_SELECTIONS", "SCORES", "InversionResult", "LayoutInversion", "MonitorCheck", "best_restarts",
+           "hashed_seed", "leave_one_out_scores", "margin_scores", "pool_detections", "replay_checks", "restart_seed"]

@@ -19,7 +19,8 @@ monitor has not improved for ``patience`` checks, or at ``max_steps``. All rando
 
 With ``restarts`` R > 1 each image is inverted R times from different starting points (restart 0 is the
 plain run) and the run with the lowest monitor loss is returned: the layout the models prefer among the R
-local optima. It costs R times the steps.
+local optima. It costs R times the steps. Every run's best layout is returned too, so that the detector can
+pool the objects of all runs instead (``pooling.py``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class InversionResult:
             budgets). Its rows are runs, B * ``restarts`` of them, image-major (run b * R + r is restart r
             of image b).
         best_run: (B,) int64 history row of each image's returned run (None: row b is image b).
+        run_tokens, run_embeddings: (B, R, L) and (B, R, L, width), the best layout of every restart of
+            every image (for pooling the restarts' objects); None when not set.
     """
 
     tokens: torch.Tensor
@@ -70,6 +73,8 @@ class InversionResult:
     stop_step: torch.Tensor
     history: list[MonitorCheck] = field(default_factory=list)
     best_run: torch.Tensor | None = None
+    run_tokens: torch.Tensor | None = None
+    run_embeddings: torch.Tensor | None = None
 
     def history_row(self, image: int) -> int:
         """The history row of image ``image``'s returned run."""
@@ -394,7 +399,8 @@ class LayoutInversion:
 
     # ---- the loop --------------------------------------------------------------------------------------------
     def __call__(self, model, latents: torch.Tensor, image_seeds: list[int]) -> InversionResult:
-        """Invert a batch: each image ``restarts`` times, keeping its run with the lowest monitor loss.
+        """Invert a batch: each image ``restarts`` times. Returns the run with the lowest monitor loss per
+        image, and every run's best layout in ``run_tokens``/``run_embeddings``.
 
         Args:
             model: a DIVE model (its parameters are not changed).
@@ -405,8 +411,11 @@ class LayoutInversion:
         runs = self.invert_runs(model, latents.repeat_interleave(self.restarts, dim=0), run_seeds)
         best = best_restarts(runs.monitor_loss, self.restarts)
         on_device = best.to(runs.tokens.device)
+        batch = len(image_seeds)
         return InversionResult(runs.tokens[on_device], runs.embeddings[on_device], runs.monitor_loss[best],
-                               runs.stop_step[best], runs.history, best)
+                               runs.stop_step[best], runs.history, best,
+                               runs.tokens.view(batch, self.restarts, *runs.tokens.shape[1:]),
+                               runs.embeddings.view(batch, self.restarts, *runs.embeddings.shape[1:]))
 
     def invert_runs(self, model, latents: torch.Tensor, run_seeds: list[int]) -> InversionResult:
         """One inversion per row of ``latents`` (R, C, h, w), started from ``run_seeds`` (R integers)."""

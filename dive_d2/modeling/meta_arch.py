@@ -9,8 +9,9 @@ It holds the two frozen-at-inference diffusion models of the method:
 Training mode (Detectron2 contract): ``forward(batched_inputs)`` returns ``{"loss_image", "loss_prior"}``
 (each only when that model is trained, see MODEL.DIVE.TRAIN_*), so ``DefaultTrainer`` trains it.
 Inference: ``forward`` inverts p(x|y) p(y) for each image (dive_d2/inversion/engine.py), decodes the best
-layout into boxes and returns ``[{"instances": Instances(pred_boxes, scores, pred_classes),
-"inversion_steps": int}]``, rescaled by ``detector_postprocess`` to each input's "height" and "width".
+layout (or pools the objects of all restarts, dive_d2/inversion/pooling.py) into boxes and returns
+``[{"instances": Instances(pred_boxes, scores, pred_classes), "inversion_steps": int}]``, rescaled by
+``detector_postprocess`` to each input's "height" and "width".
 """
 
 from __future__ import annotations
@@ -28,7 +29,16 @@ from detectron2.structures import Boxes, Instances
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
-from ..inversion import SCORES, LayoutInversion, hashed_seed, leave_one_out_scores, margin_scores
+from ..inversion import (
+    RESTART_SELECTIONS,
+    SCORES,
+    InversionResult,
+    LayoutInversion,
+    hashed_seed,
+    leave_one_out_scores,
+    margin_scores,
+    pool_detections,
+)
 from ..layout import DecodedLayout, LayoutTokenizer
 from .denoising import clean_estimate, denoising_error, noise_prediction_error
 from .first_stage import FirstStage
@@ -79,6 +89,8 @@ class DIVE(nn.Module):
         inversion: LayoutInversion | None = None,
         score: str = "leave_one_out",
         score_temperature: float = 0.01,
+        restart_selection: str = "best",
+        pool_iou: float = 0.5,
         prior_rounding_weight: float = 0.0,
     ):
         """
@@ -93,6 +105,8 @@ class DIVE(nn.Module):
             spatial_map: optional part of p(x|y) whose output channels join the UNet's input.
             inversion: the engine used in eval mode (default settings when None).
             score, score_temperature: detection confidence, see dive_d2/inversion/scoring.py.
+            restart_selection, pool_iou: with several restarts, return the best run ("best") or the union of
+                all runs' objects ("pooled", merged at IoU >= pool_iou); see dive_d2/inversion/pooling.py.
             prior_rounding_weight: weight of ``loss_prior_rounding`` (``rounding_loss``, each sample weighted
                 by its a_t) in training the prior; 0 trains on the epsilon loss alone.
         """
@@ -128,6 +142,13 @@ class DIVE(nn.Module):
         self.inversion = inversion if inversion is not None else LayoutInversion()
         self.score = score
         self.score_temperature = score_temperature
+        if restart_selection not in RESTART_SELECTIONS:
+            raise ValueError(f"DIVE: MODEL.DIVE.INVERSION.RESTART_SELECTION must be one of {RESTART_SELECTIONS}, "
+                             f"got {restart_selection!r}")
+        if not 0.0 < pool_iou <= 1.0:
+            raise ValueError(f"DIVE: MODEL.DIVE.INVERSION.POOL_IOU must lie in (0, 1], got {pool_iou}")
+        self.restart_selection = restart_selection
+        self.pool_iou = pool_iou
         if prior_rounding_weight < 0:
             raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
         self.prior_rounding_weight = prior_rounding_weight
@@ -156,6 +177,8 @@ class DIVE(nn.Module):
             "inversion": LayoutInversion(cfg),
             "score": dive.INVERSION.SCORE,
             "score_temperature": dive.INVERSION.SCORE_TEMPERATURE,
+            "restart_selection": dive.INVERSION.RESTART_SELECTION,
+            "pool_iou": dive.INVERSION.POOL_IOU,
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
         }
 
@@ -297,12 +320,21 @@ class DIVE(nn.Module):
         with torch.enable_grad():  # Detectron2 runs inference under no_grad; the inversion needs gradients
             result = self.inversion(self, latents, [self.image_seed(item) for item in batched_inputs])
         outputs = [
-            {"instances": self.detections(item, latents[index : index + 1], result.tokens[index],
-                                          result.embeddings[index]),
+            {"instances": self.image_detections(item, latents[index : index + 1], result, index),
              "inversion_steps": int(result.stop_step[index])}
             for index, item in enumerate(batched_inputs)]
         logger.info("DIVE inverted %d image(s): stopping steps %s", len(outputs), result.stop_step.tolist())
         return outputs
+
+    def image_detections(self, item: dict, latents: torch.Tensor, result: InversionResult, index: int
+                         ) -> Instances:
+        """Detections of image ``index`` of an inverted batch: its best run's, or (``restart_selection``
+        "pooled") the pooled detections of all its runs. ``latents``: (1, C, h, w) of that image."""
+        if self.restart_selection == "pooled":
+            return pool_detections([self.detections(item, latents, tokens, embeddings) for tokens, embeddings
+                                    in zip(result.run_tokens[index], result.run_embeddings[index], strict=True)],
+                                   self.pool_iou)
+        return self.detections(item, latents, result.tokens[index], result.embeddings[index])
 
     def detections(self, item: dict, latents: torch.Tensor, tokens: torch.Tensor, embeddings: torch.Tensor
                    ) -> Instances:

@@ -1,0 +1,68 @@
+"""Pooling the detections of an image's restarts (MODEL.DIVE.INVERSION.RESTART_SELECTION "pooled").
+
+With R restarts the engine keeps every run's best layout. "best" returns the run with the lowest monitor
+loss; "pooled" returns the union of all R runs' objects, de-duplicated: an object that several runs found
+independently is one detection, and the number of runs that found it is evidence for it.
+
+Clustering is greedy in order of score (ties: earlier run, then earlier detection): the highest-scoring
+unassigned detection starts a cluster and takes, from every *other* run, that run's highest-scoring
+unassigned detection of the same class whose IoU with it is at least ``iou_threshold``. A cluster holds at
+most one detection per run. It keeps its first member's box and class, and its score is the sum of its
+members' scores divided by R: the mean score over the R runs, counting 0 for a run that does not have the
+object. With the "constant" score that is the fraction of runs that found the object.
+"""
+
+from __future__ import annotations
+
+import torch
+from detectron2.structures import Instances, pairwise_iou
+
+RESTART_SELECTIONS = ("best", "pooled")
+
+
+def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5) -> Instances:
+    """Union of the detections of R runs on one image, de-duplicated across runs (see the module docstring).
+
+    Args:
+        per_run: R ``Instances`` of the same image (same image size), each with ``pred_boxes`` (XYXY, pixels),
+            ``scores`` and ``pred_classes``.
+        iou_threshold: two detections of the same class from different runs are the same object when their
+            IoU is at least this.
+
+    Returns:
+        ``Instances`` with one detection per cluster, sorted by pooled score (descending).
+    """
+    if not per_run:
+        raise ValueError("pool_detections needs the detections of at least one run")
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"pooling IoU threshold must lie in (0, 1], got {iou_threshold}")
+    everything = Instances.cat(per_run)
+    run_of = torch.cat([torch.full((len(run),), index, dtype=torch.int64) for index, run in enumerate(per_run)])
+    scores = everything.scores.detach().cpu()
+    classes = everything.pred_classes.cpu()
+    overlap = pairwise_iou(everything.pred_boxes, everything.pred_boxes).cpu()
+    # Stable sort on -score keeps ties in (run, detection) order.
+    order = sorted(range(len(everything)), key=lambda index: -float(scores[index]))
+    assigned = torch.zeros(len(everything), dtype=torch.bool)
+    leaders, pooled_scores = [], []
+    for leader in order:
+        if assigned[leader]:
+            continue
+        assigned[leader] = True
+        members_runs, total = {int(run_of[leader])}, float(scores[leader])
+        for candidate in order:
+            run = int(run_of[candidate])
+            if (assigned[candidate] or run in members_runs or classes[candidate] != classes[leader]
+                    or overlap[leader, candidate] < iou_threshold):
+                continue
+            assigned[candidate] = True
+            members_runs.add(run)
+            total += float(scores[candidate])
+        leaders.append(leader)
+        pooled_scores.append(total / len(per_run))
+    pooled = everything[torch.tensor(leaders, dtype=torch.int64, device=everything.scores.device)] \
+        if leaders else everything[:0]
+    pooled.scores = torch.tensor(pooled_scores, dtype=everything.scores.dtype, device=everything.scores.device)
+    ranking = torch.argsort(pooled.scores, descending=True, stable=True)
+    return pooled[ranking]
+
