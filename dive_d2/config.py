@@ -51,7 +51,7 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.LAYOUT_ENCODER.NUM_LAYERS = 2
     cfg.MODEL.DIVE.LAYOUT_ENCODER.NUM_HEADS = 4
     # Corner rows: "free" (LDM's) or "fourier"; fourier learned position where free did not in a matched
-    # 6000-iteration digits run (README, "The generative pair").
+    # 6000-iteration digits run (docs/generative_pair.md).
     cfg.MODEL.DIVE.LAYOUT_ENCODER.COORDINATE_EMBEDDING = "fourier"
     cfg.MODEL.DIVE.LAYOUT_ENCODER.NUM_FREQUENCIES = 6  # sin/cos frequencies of the "fourier" corner rows
 

@@ -3,9 +3,10 @@
 The UNet's own cross-attention sees the layout only at its lower resolutions, through queries it must
 first learn to make position-aware. Trained that way on 2 CPU cores for 6000 iterations, p(x|y) learned
 which objects a layout holds but not where: moving a box changed its denoising error at chance level at
-every timestep (README, "Denoising error as a classifier"). ``SpatialLayoutMap`` gives position a direct
-path: at every pixel of the latent grid, a query made from sin/cos features of the pixel's (x, y) — the
-same features the layout encoder's corner table is built from — attends over the encoded layout tokens;
+every timestep (docs/generative_pair.md, "Denoising error as a classifier"). ``SpatialLayoutMap`` gives
+position a direct path: at every pixel of the latent grid, a query made from sin/cos features of the
+pixel's (x, y) — the same features the layout encoder's corner table is built from — attends over the
+encoded layout tokens;
 the attended values form a few extra input channels of the UNet. A bilinear form between two sin/cos
 feature vectors can express a kernel of the offset between pixel and corner, so "this pixel is near that
 corner" is a linear function of what the module sees. Gradients still reach the layout embeddings, so the
