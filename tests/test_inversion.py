@@ -202,6 +202,7 @@ def test_pooling_merges_an_object_that_several_runs_found_and_keeps_the_rest():
     assert pooled.pred_classes.tolist() == [0, 2, 1, 0]
     assert pooled.scores.tolist() == pytest.approx([(0.9 + 0.6 + 0.5) / 4, 0.8 / 4, 0.4 / 4, 0.3 / 4])
     assert len(pool_detections(runs, iou_threshold=0.9)) == 5, "shifted no longer matches square at IoU 0.9"
+    assert len(pool_detections([detections_of([], [], [])] * 2)) == 0
     with pytest.raises(ValueError, match="IoU threshold"):
         pool_detections(runs, iou_threshold=0.0)
 

@@ -60,9 +60,7 @@ def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5) -> Ins
             total += float(scores[candidate])
         leaders.append(leader)
         pooled_scores.append(total / len(per_run))
-    pooled = everything[torch.tensor(leaders, dtype=torch.int64, device=everything.scores.device)] \
-        if leaders else everything[:0]
+    pooled = everything[torch.tensor(leaders, dtype=torch.int64, device=everything.scores.device)]
     pooled.scores = torch.tensor(pooled_scores, dtype=everything.scores.dtype, device=everything.scores.device)
     ranking = torch.argsort(pooled.scores, descending=True, stable=True)
     return pooled[ranking]
-
