@@ -148,18 +148,21 @@ def test_restarts_return_each_images_best_single_run(parameterisation):
     settings = dict(max_steps=6, num_pairs=4, pairs_per_step=2, monitor_pairs=2, monitor_period=2, patience=2,
                     parameterisation=parameterisation)
     with torch.enable_grad():
-        pooled = LayoutInversion(restarts=3, record_history=True, **settings)(model, latents, [7, 8])
+        restarted = LayoutInversion(restarts=3, record_history=True, **settings)(model, latents, [7, 8])
         single = [LayoutInversion(**settings)(model, latents[image : image + 1].expand(3, -1, -1, -1),
                                                [restart_seed(seed, r) for r in range(3)])
                   for image, seed in enumerate([7, 8])]
     assert single[0].tokens.unique(dim=0).shape[0] > 1, "restarts did not start from different points"
     for image, runs in enumerate(single):
         best = int(runs.monitor_loss.argmin())
-        assert torch.equal(pooled.tokens[image], runs.tokens[best])
-        assert pooled.monitor_loss[image] == runs.monitor_loss[best]
-        assert pooled.stop_step[image] == runs.stop_step[best]
-        assert pooled.history_row(image) == 3 * image + best
-    assert len(pooled.history[0].loss) == 6
+        assert torch.equal(restarted.tokens[image], runs.tokens[best])
+        # Same run and layout; batches of 6 and 3 runs may sum in another order (multi-threaded kernels), so the
+        # loss can differ in its last bits (seen on a loaded 2-core machine: 2.3892 against 2.3892).
+        assert torch.isclose(restarted.monitor_loss[image], runs.monitor_loss[best], rtol=1e-5, atol=0.0)
+        assert restarted.stop_step[image] == runs.stop_step[best]
+        assert restarted.history_row(image) == 3 * image + best
+        assert torch.equal(restarted.run_tokens[image], runs.tokens), "every run's layout, for pooling"
+    assert len(restarted.history[0].loss) == 6
     with torch.enable_grad():
         plain = LayoutInversion(**settings)(model, latents, [7, 8])
     assert torch.equal(plain.tokens, torch.stack([runs.tokens[0] for runs in single])), "restart 0 is the plain run"
