@@ -111,12 +111,22 @@ def add_dive_config(cfg: CN) -> CN:
     # std (normalised units; 0.03 is about 2 px of a 64 px image). The finest Fourier terms otherwise dominate it
     # and change sign every few pixels, while the denoising error varies smoothly over tens of pixels.
     cfg.MODEL.DIVE.INVERSION.BOX_SMOOTHING = 0.0
+    # Coarse-to-fine ("box" only): when > 0, step 0 uses this smoothing, which decays geometrically to
+    # BOX_SMOOTHING over the first BOX_SMOOTHING_ANNEAL_STEPS steps (then stays there). A wide smoothing
+    # first moves boxes by the coarse shape of the error surface; 0 keeps BOX_SMOOTHING throughout.
+    cfg.MODEL.DIVE.INVERSION.BOX_SMOOTHING_START = 0.0
+    cfg.MODEL.DIVE.INVERSION.BOX_SMOOTHING_ANNEAL_STEPS = 50
     # Runs per image from different starting points; the one with the lowest monitor loss is kept (R x cost).
     cfg.MODEL.DIVE.INVERSION.RESTARTS = 1
     # What the detector returns of R restarts: "best" (the run with the lowest monitor loss) or "pooled" (the
     # union of all runs' objects; same-class boxes of different runs with IoU >= POOL_IOU are one detection
     # scored by the mean of its score over the R runs, 0 where a run lacks it); dive_d2/inversion/pooling.py
     cfg.MODEL.DIVE.INVERSION.RESTART_SELECTION = "best"
+    # After the search: sweeps of single-object moves (class, removal, an edge or the box moved by each of
+    # POLISH_SHIFTS grid cells) on the returned layout, each kept if it lowers the monitor loss
+    # (dive_d2/inversion/polish.py); 0 turns it off. Not applied to RESTART_SELECTION "pooled".
+    cfg.MODEL.DIVE.INVERSION.POLISH_SWEEPS = 0
+    cfg.MODEL.DIVE.INVERSION.POLISH_SHIFTS = (4, 1)
     cfg.MODEL.DIVE.INVERSION.POOL_IOU = 0.5
     cfg.MODEL.DIVE.INVERSION.SEED = 0  # seeds pairs and, with each image's id, its initialisation
     # Detection confidence: "leave_one_out", "margin" or "constant" (dive_d2/inversion/scoring.py).

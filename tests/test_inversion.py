@@ -8,7 +8,9 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from dive_d2.inversion import LayoutInversion, best_restarts, pool_detections, replay_checks, restart_seed
-from dive_d2.inversion.parameterisations import BoxSlots, EmbeddingSequence
+from dive_d2.inversion.parameterisations import BoxSlots, EmbeddingSequence, annealed_smoothing
+from dive_d2.inversion.polish import polish_layout, slot_moves
+from dive_d2.layout import LayoutTokenizer
 
 from .test_dive_training import make_input, tiny_cfg
 
@@ -79,6 +81,35 @@ def test_box_smoothing_keeps_the_forward_tokens_and_damps_the_fine_corner_gradie
     free = tiny_model("MODEL.DIVE.LAYOUT_ENCODER.COORDINATE_EMBEDDING", "free")
     with pytest.raises(ValueError, match="fourier"):
         free.layout_encoder.corner_embeddings(torch.rand(3, 2), smoothing=0.05)
+
+
+def test_annealed_smoothing_decays_geometrically_and_reaches_every_step_of_the_search():
+    values = [annealed_smoothing(step, 0.2, 0.05, 4) for step in range(7)]
+    assert values[0] == pytest.approx(0.2) and values[4:] == pytest.approx([0.05] * 3)
+    assert values[2] == pytest.approx(0.1), "geometric: half way, the geometric mean"
+    assert all(earlier > later for earlier, later in zip(values[:4], values[1:5], strict=True))
+    with pytest.raises(ValueError, match="BOX_SMOOTHING"):
+        LayoutInversion(parameterisation="box", box_smoothing=0.0, box_smoothing_start=0.2)
+    model = tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", "box", "MODEL.DIVE.INVERSION.BOX_SMOOTHING", "0.05",
+                       "MODEL.DIVE.INVERSION.BOX_SMOOTHING_START", "0.2",
+                       "MODEL.DIVE.INVERSION.BOX_SMOOTHING_ANNEAL_STEPS", "4", "MODEL.DIVE.INVERSION.PATIENCE", "0")
+    corner_embeddings, seen = model.layout_encoder.corner_embeddings, []
+
+    def recording(points, smoothing=0.0):
+        if points.requires_grad:  # the steps' corners, not the vocabulary's grid or the monitor's checks
+            seen.append(smoothing)
+        return corner_embeddings(points, smoothing)
+
+    model.layout_encoder.corner_embeddings = recording
+    latents = model.first_stage.encode(model.preprocess_images([make_input(3, 64, 64, [], [])]))
+    with torch.enable_grad():
+        model.inversion(model, latents, [0])
+    assert seen == pytest.approx(values[:6]), "each step must use its scheduled smoothing"
+    seen.clear()
+    model.inversion.box_smoothing_start = 0.0
+    with torch.enable_grad():
+        model.inversion(model, latents, [0])
+    assert seen == pytest.approx([0.05] * 6)
 
 
 @pytest.mark.parametrize("parameterisation", ["embedding", "box"])
@@ -311,3 +342,68 @@ def test_objective_gap_compares_found_and_true_layouts_on_the_same_pairs():
     assert found_loss.shape == true_loss.shape == (2,)
     assert found_loss[0] == true_loss[0], "the same layout on the same pairs must give the same loss"
     assert found_loss[1] != true_loss[1]
+
+
+def test_slot_moves_change_one_object_and_keep_its_box_legal():
+    tokenizer = LayoutTokenizer(num_classes=3, grid_size=9, num_slots=2)  # 8 px image: grid cell = pixel
+    tokens = tokenizer.encode(torch.tensor([[0.0, 2.0, 3.0, 6.0]]), torch.tensor([1]), 8, 8)
+    moves = slot_moves(tokens, 0, tokenizer, shifts=(2, 1))
+    assert len(slot_moves(tokens, 1, tokenizer, shifts=(2, 1))) == 0, "an empty slot has no object to move"
+    assert torch.equal(moves[:, 3:], tokens[3:].expand(len(moves), 3)), "only slot 0 may change"
+    layouts = [tokenizer.decode(move, 8, 8) for move in moves]
+    assert sum(len(layout.slots) == 0 for layout in layouts) == 1, "exactly one move removes the object"
+    found = {(int(layout.classes[0]), *[int(v) for v in layout.boxes[0]]) for layout in layouts if len(layout.slots)}
+    assert {(0, 0, 2, 3, 6), (2, 0, 2, 3, 6)} <= found, "class changes keep the box"
+    assert {(1, 2, 2, 3, 6), (1, 1, 2, 4, 6), (1, 0, 0, 3, 4), (1, 0, 2, 1, 6)} <= found, "edge and shift moves"
+    assert all(0 <= x0 < x1 <= 8 and 0 <= y0 < y1 <= 8 for _, x0, y0, x1, y1 in found)
+    assert len(found) == len(moves) - 1, "no move repeats another or the start"
+    assert (1, 0, 2, 3, 6) not in found
+
+
+def test_polish_descends_to_the_layout_a_loss_prefers_and_stops_when_nothing_changes():
+    tokenizer = LayoutTokenizer(num_classes=3, grid_size=9, num_slots=2)
+    target = (2, 3, 3, 7, 7)
+
+    def loss_of(candidates):
+        calls.append(len(candidates))
+        losses = []
+        for candidate in candidates:
+            layout = tokenizer.decode(candidate, 8, 8)
+            first = [i for i, slot in enumerate(layout.slots.tolist()) if slot == 0]
+            if not first:
+                losses.append(100.0)
+                continue
+            box = layout.boxes[first[0]].tolist()
+            losses.append(sum(abs(a - b) for a, b in zip(box, target[1:], strict=True))
+                          + 5.0 * (int(layout.classes[first[0]]) != target[0]) + 3.0 * (len(layout.slots) - 1))
+        return torch.tensor(losses)
+
+    start = tokenizer.encode(torch.tensor([[1.0, 2.0, 4.0, 5.0], [0.0, 0.0, 2.0, 2.0]]), torch.tensor([0, 1]), 8, 8)
+    calls = []
+    unchanged, loss = polish_layout(start, loss_of, tokenizer, sweeps=0, shifts=(2, 1))
+    assert torch.equal(unchanged, start) and loss == 16.0
+    calls = []
+    polished, loss = polish_layout(start, loss_of, tokenizer, sweeps=20, shifts=(2, 1))
+    assert loss == 0.0
+    assert torch.equal(polished, tokenizer.encode(torch.tensor([target[1:]]), torch.tensor([target[0]]), 8, 8))
+    assert len(calls) < 1 + 20 * 2, "polishing must stop after a sweep that changes nothing"
+
+
+def test_polished_inversion_returns_a_layout_no_worse_on_the_monitor():
+    model = tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", "box")
+    latents = model.first_stage.encode(model.preprocess_images(
+        [make_input(3, 64, 64, [], [], seed=s) for s in range(2)]))
+    with torch.enable_grad():
+        plain = model.inversion(model, latents, [0, 1])
+        model.inversion.polish_sweeps = 2
+        polished = model.inversion(model, latents, [0, 1])
+    assert (polished.monitor_loss <= plain.monitor_loss * (1 + 1e-5)).all()
+    assert (polished.monitor_loss < plain.monitor_loss).any(), "a random model's layout has moves that help"
+    assert torch.equal(polished.run_tokens, plain.run_tokens), "the runs themselves are not polished"
+    vocabulary = model.layout_encoder.vocabulary().detach()
+    with torch.no_grad():
+        again = model.inversion.posterior_loss(model, latents, vocabulary[polished.tokens],
+                                               *model.inversion.monitor_pairs_for(model, latents))
+    assert torch.allclose(again.cpu(), polished.monitor_loss, rtol=1e-4)
+    with pytest.raises(ValueError, match="POLISH"):
+        LayoutInversion(polish_sweeps=1, polish_shifts=(0,))

@@ -26,6 +26,9 @@ setting returns the image's run whose replayed best check has the lowest monitor
 the objects of the first k runs pooled (``dive_d2.inversion.pool_detections``; each run at its replayed best
 check). Pooled rows have no loss-gap columns (there is no single returned layout), and their "area/true" is
 that of the pooled boxes.
+``--polish-sweeps 0 2`` scores every best-run setting unpolished and after up to 2 sweeps of the discrete
+local search (``dive_d2/inversion/polish.py``, what ``POLISH_SWEEPS`` 2 returns); its rows report the
+polishing's seconds per image (only layouts not polished before are timed).
 """
 
 import argparse
@@ -77,6 +80,9 @@ def main() -> None:
     parser.add_argument("--selections", nargs="+", default=None, choices=RESTART_SELECTIONS,
                         help="with RESTARTS R: what each setting returns of the restarts (default: the config's "
                              "RESTART_SELECTION)")
+    parser.add_argument("--polish-sweeps", type=int, nargs="*",
+                        help="score the best run's layout after each of these numbers of polishing sweeps "
+                             "(dive_d2/inversion/polish.py; 0: unpolished); default: the config's POLISH_SWEEPS")
     parser.add_argument("--rescore", action="store_true",
                         help="score the inversion recorded in --output/history.pth (same options) instead of "
                              "inverting again")
@@ -92,6 +98,8 @@ def main() -> None:
     prepare_datasets_from_config(cfg)
     model = load_model(cfg, args.weights)
     model.inversion.record_history = True
+    polish_sweeps = args.polish_sweeps or [model.inversion.polish_sweeps]
+    model.inversion.polish_sweeps = 0  # the recording is of the search; settings are polished when scored
     subset = register_first_images(args.dataset, args.num_images, args.start_image)
     mapper = DatasetMapper(cfg, is_train=False)
     dataset_dicts = DatasetCatalog.get(subset)
@@ -144,10 +152,27 @@ def main() -> None:
     rows = []
     true_areas = [float(Boxes(ground_truth_layout(record)[0]).area().sum()) for record in dataset_dicts]
     losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
-    jobs = [(setting, score, selection) for setting in settings for score in scores for selection in selections]
+    jobs = [(setting, score, selection, sweeps) for setting in settings for score in scores
+            for selection in selections for sweeps in (polish_sweeps if selection == "best" else [0])]
+    polish_cache: dict[tuple, torch.Tensor] = {}
+    vocabulary = model.layout_encoder.vocabulary().detach().cpu()
+
+    polish_seconds = [0.0]
+
+    def polished(image: int, tokens: torch.Tensor, sweeps: int) -> torch.Tensor:
+        key = (image, tuple(tokens.tolist()), sweeps)
+        if key not in polish_cache:
+            began = time.perf_counter()
+            polish_cache[key] = model.inversion.polish(model, latents_per_image[image], tokens[None].to(model.device),
+                                                       sweeps)[0][0].cpu()
+            polish_seconds[0] += time.perf_counter() - began
+        return polish_cache[key]
 
     def run_detections(score: str, image: int, run: int, check: int) -> Instances:
         _, _, tokens, embeddings = histories[run][check]
+        return layout_detections(score, image, tokens, embeddings)
+
+    def layout_detections(score: str, image: int, tokens: torch.Tensor, embeddings: torch.Tensor) -> Instances:
         key = (score, image, tuple(tokens.tolist()))
         if key not in score_cache:
             with torch.no_grad():
@@ -155,12 +180,13 @@ def main() -> None:
                                                     embeddings.to(model.device)).to("cpu")
         return score_cache[key]
 
-    for (name, patience, budget, count), score, selection in tqdm(jobs, desc="scoring settings"):
+    for (name, patience, budget, count), score, selection, sweeps in tqdm(jobs, desc="scoring settings"):
         model.score = score
         best, stop = replay_checks(losses, steps, patience, budget)
         runs = best_restarts(losses[best, torch.arange(len(histories))], restarts, count)
         stop = stop[runs]
         outputs, gaps, area_ratios = [], [], []
+        polish_seconds[0] = 0.0
         for image, run in enumerate(runs.tolist()):
             if selection == "pooled":
                 first_runs = range(image * restarts, image * restarts + count)
@@ -171,6 +197,10 @@ def main() -> None:
                     area_ratios.append(float(detections.pred_boxes.area().sum()) / true_areas[image])
                 continue
             _, _, tokens, embeddings = histories[run][int(best[run])]
+            if sweeps > 0:
+                polished_tokens = polished(image, tokens, sweeps)
+                if not torch.equal(polished_tokens, tokens):  # as the engine returns it: snapped rows
+                    tokens, embeddings = polished_tokens, vocabulary[polished_tokens]
             if args.gap_pairs > 0:
                 gap_key = (image, tuple(tokens.tolist()))
                 if gap_key not in gap_cache:
@@ -183,12 +213,15 @@ def main() -> None:
             if true_areas[image] > 0:
                 found = model.tokenizer.decode(tokens, dataset_dicts[image]["height"], dataset_dicts[image]["width"])
                 area_ratios.append(float(Boxes(found.boxes).area().sum()) / true_areas[image])
-            outputs.append({"instances": run_detections(score, image, run, int(best[run]))})
+            outputs.append({"instances": layout_detections(score, image, tokens, embeddings)})
         metrics = coco_ap(subset, records, outputs, args.output)
-        rows.append({"setting": name, "score": score, "selection": selection, "AP": metrics["AP"],
+        rows.append({"setting": name + (f", polished x{sweeps}" if sweeps else ""), "score": score,
+                     "selection": selection, "polish_sweeps": sweeps, "AP": metrics["AP"],
                      "AP50": metrics["AP50"], "AP75": metrics["AP75"], "mean_stop_step": float(stop.float().mean()),
                      "detections_per_image": sum(len(o["instances"]) for o in outputs) / len(outputs),
                      "box_area_over_true": sum(area_ratios) / max(len(area_ratios), 1)})
+        if sweeps:
+            rows[-1]["polish_seconds_per_image"] = polish_seconds[0] / len(records)
         if gaps:
             found_losses, true_losses = torch.tensor(gaps).T
             rows[-1]["found_not_worse_than_truth"] = float((found_losses <= true_losses).float().mean())
@@ -204,7 +237,9 @@ def main() -> None:
                if "mean_relative_gap" in row else "")
         print(f"{row['setting']:<40} {row['score']:<14} {row['selection']:<9} {row['AP']:6.1f} {row['AP50']:6.1f} "
               f"{row['AP75']:6.1f} {row['mean_stop_step']:9.1f} {row['detections_per_image']:8.2f} "
-              f"{row['box_area_over_true']:9.2f}{gap}")
+              f"{row['box_area_over_true']:9.2f}{gap}"
+              + (f"  (polishing {row['polish_seconds_per_image']:.1f} s/image)" if "polish_seconds_per_image" in row
+                 else ""))
     with open(os.path.join(args.output, "results.json"), "w") as handle:
         json.dump({"dataset": args.dataset, "start_image": args.start_image, "num_images": len(records),
                    "weights": args.weights,

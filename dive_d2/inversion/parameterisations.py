@@ -61,6 +61,20 @@ class EmbeddingSequence:
         return self.values.detach().clone()
 
 
+def annealed_smoothing(step: int, start: float, end: float, anneal_steps: int) -> float:
+    """The corner smoothing (normalised units) of optimisation step ``step`` (0-based) of a coarse-to-fine
+    search: ``start`` at step 0, decaying geometrically to ``end`` at step ``anneal_steps``, ``end`` after.
+
+    Geometric, because the Fourier terms of the corner function are octaves: each halving of the smoothing
+    releases the next finer octave, so the octaves are released at an even pace.
+    """
+    if start <= 0 or end <= 0 or anneal_steps < 1:
+        raise ValueError(f"an annealed smoothing needs start > 0, end > 0 and anneal_steps >= 1, got start={start}, "
+                         f"end={end}, anneal_steps={anneal_steps}")
+    progress = min(step / anneal_steps, 1.0)
+    return start * (end / start) ** progress
+
+
 def _logit(probability: torch.Tensor) -> torch.Tensor:
     probability = probability.clamp(0.01, 0.99)
     return torch.log(probability) - torch.log1p(-probability)
