@@ -86,6 +86,17 @@ def add_dive_config(cfg: CN) -> CN:
     # Diffusion-LM) added to the prior's epsilon loss in training; 0 = epsilon loss only, as the paper.
     cfg.MODEL.DIVE.PRIOR.ROUNDING_WEIGHT = 0.0
 
+    # Ranking term of p(x|y) training (loss_image_ranking): each image's true layout must have a lower
+    # denoising error than one random single-object move of it (another class, removal, an edge or the box
+    # moved by one of SHIFTS grid cells; dive_d2/layout/moves.py) on the same (t, noise). Inversion fails
+    # where wrong layouts come within a few percent of the truth's loss (docs/detection.md); this trains
+    # that margin directly. It costs a second UNet pass per image. WEIGHT 0 = the paper's denoising loss only.
+    cfg.MODEL.DIVE.RANKING = CN()
+    cfg.MODEL.DIVE.RANKING.WEIGHT = 0.0
+    # Soft-hinge width relative to the true layout's error (ranking_loss in dive_d2/modeling/denoising.py).
+    cfg.MODEL.DIVE.RANKING.TEMPERATURE = 0.05
+    cfg.MODEL.DIVE.RANKING.SHIFTS = (1, 2, 4, 8)
+
     # Detection by inversion, see dive_d2/inversion/engine.py (eval mode of DIVE).
     cfg.MODEL.DIVE.INVERSION = CN()
     cfg.MODEL.DIVE.INVERSION.MAX_STEPS = 300  # optimisation steps per image at most (paper: 2000 on COCO)

@@ -1,5 +1,6 @@
 """DIVE in training mode: finite losses on any input, learning, freezing switches, weight round trips."""
 
+import math
 import os
 
 import pytest
@@ -10,6 +11,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from dive_d2 import add_dive_config
+from dive_d2.layout import random_object_moves
+from dive_d2.modeling.denoising import ranking_loss
 from dive_d2.modeling.layout_prior import rounding_loss
 
 from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
@@ -270,3 +273,59 @@ def test_prior_trains_from_layout_only_records():
     with_images = [DatasetMapper(tiny_cfg(), is_train=True)(r) for r in records]
     assert all("image" in item for item in with_images)
     assert torch.equal(model.layout_tokens(batch), model.layout_tokens(with_images))
+
+
+def test_ranking_loss_is_a_relative_soft_hinge():
+    true = torch.tensor([1.0, 1.0, 2.0], requires_grad=True)
+    wrong = torch.tensor([2.0, 1.0, 1.0], requires_grad=True)
+    per_pair = [float(ranking_loss(true[i : i + 1], wrong[i : i + 1], 0.05)) for i in range(3)]
+    assert per_pair[0] < 1e-6, "a wrong layout far worse than the truth costs nothing"
+    assert abs(per_pair[1] - 0.05 * math.log(2)) < 1e-6, "a tie costs tau log 2, tau = 0.05 x the true error"
+    assert abs(per_pair[2] - 1.0) < 1e-3, "a wrong layout better than the truth costs the difference"
+    ranking_loss(true, wrong, 0.05).backward()
+    assert (true.grad >= 0).all() and (wrong.grad <= 0).all() and true.grad[2] > 0 and wrong.grad[2] < 0
+    empty = ranking_loss(torch.zeros(0), torch.zeros(0), 0.05)
+    assert empty.dim() == 0 and float(empty) == 0.0
+
+
+def test_ranking_term_leaves_the_denoising_loss_and_trains_the_margin():
+    opts = ("MODEL.DIVE.TRAIN_PRIOR", "False", "MODEL.DIVE.RANKING.SHIFTS", "(2, 6)")
+    torch.manual_seed(0)
+    plain = build_model(tiny_cfg(*opts))
+    plain.train()
+    plain_losses = plain(mixed_batch())
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(*opts, "MODEL.DIVE.RANKING.WEIGHT", "1.0"))
+    model.train()
+    losses = model(mixed_batch())
+    assert set(losses) == {"loss_image", "loss_image_ranking"}
+    assert torch.isfinite(losses["loss_image_ranking"]) and losses["loss_image_ranking"] > 0
+    assert torch.allclose(losses["loss_image"], plain_losses["loss_image"], rtol=1e-5), \
+        "the ranking term must not change the draws of the denoising loss"
+
+    batch = mixed_batch()[:2]  # both with objects
+    tokens = model.layout_tokens(batch)
+    wrong, has_move = random_object_moves(tokens, model.tokenizer, (2, 6), torch.Generator().manual_seed(1))
+    assert has_move.all()
+    latents = model.first_stage.encode(model.preprocess_images(batch))
+    generator = torch.Generator().manual_seed(2)
+    timesteps = torch.tensor([100, 300, 500, 700]).repeat_interleave(2)
+    noise = torch.randn((8, *latents.shape[1:]), generator=generator)
+
+    def margin():
+        with torch.no_grad():
+            errors = [model.image_denoising_error(latents.repeat(4, 1, 1, 1),
+                                                  model.layout_encoder.embed_tokens(layouts.repeat(4, 1)),
+                                                  timesteps, noise) for layouts in (tokens, wrong)]
+        return float((errors[1] - errors[0]).mean())
+
+    before = margin()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(30):
+        loss = model(batch)["loss_image_ranking"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert margin() > before + 1e-4, "training the ranking term must raise wrong layouts' error above the truth's"
+    with pytest.raises(ValueError, match="RANKING"):
+        build_model(tiny_cfg("MODEL.DIVE.RANKING.TEMPERATURE", "0"))

@@ -84,3 +84,23 @@ def pairs_in_window(count: int, sample_shape: tuple[int, ...], scheduler: Schedu
                          f"MAX_TIMESTEP (0 = {schedule}) <= the schedule's {schedule} steps")
     timesteps, noise = fixed_pairs(count, sample_shape, end, seed, first_timestep=min_timestep)
     return timesteps.to(device), noise.to(device)
+
+
+def ranking_loss(true_errors: torch.Tensor, wrong_errors: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean smooth hinge asking each true layout's denoising error to be below a wrong layout's on the same
+    (x_0, t, noise): tau_i * softplus((e_true - e_wrong) / tau_i) with tau_i = ``temperature`` * e_true
+    (detached), so the margin is relative to the error's own size, which spans orders of magnitude over t.
+
+    Args:
+        true_errors, wrong_errors: (B,) per-sample denoising errors (``denoising_error``) of the true and
+            the wrong layout of the same images, timesteps and noises.
+        temperature: relative width of the hinge's soft region; the loss keeps pushing until the wrong
+            error exceeds the true one by several ``temperature`` x e_true.
+
+    Returns:
+        scalar tensor, 0-dimensional (0 for an empty batch, still attached to the graph).
+    """
+    if len(true_errors) == 0:
+        return true_errors.sum() + wrong_errors.sum()
+    scale = temperature * true_errors.detach()
+    return (scale * torch.nn.functional.softplus((true_errors - wrong_errors) / scale)).mean()

@@ -7,7 +7,8 @@ It holds the two frozen-at-inference diffusion models of the method:
   table of ``layout_encoder``.
 
 Training mode (Detectron2 contract): ``forward(batched_inputs)`` returns ``{"loss_image", "loss_prior"}``
-(each only when that model is trained, see MODEL.DIVE.TRAIN_*), so ``DefaultTrainer`` trains it.
+(each only when that model is trained, see MODEL.DIVE.TRAIN_*; with MODEL.DIVE.RANKING.WEIGHT > 0 also
+``loss_image_ranking``), so ``DefaultTrainer`` trains it.
 Inference: ``forward`` inverts p(x|y) p(y) for each image (dive_d2/inversion/engine.py), decodes the best
 layout (or pools the objects of all restarts, dive_d2/inversion/pooling.py) into boxes and returns
 ``[{"instances": Instances(pred_boxes, scores, pred_classes), "inversion_steps": int}]``, rescaled by
@@ -39,8 +40,8 @@ from ..inversion import (
     margin_scores,
     pool_detections,
 )
-from ..layout import DecodedLayout, LayoutTokenizer
-from .denoising import clean_estimate, denoising_error, noise_prediction_error
+from ..layout import DecodedLayout, LayoutTokenizer, random_object_moves
+from .denoising import clean_estimate, denoising_error, noise_prediction_error, ranking_loss
 from .first_stage import FirstStage
 from .layout_encoder import LayoutEncoderModel
 from .layout_prior import LayoutPriorTransformer, prior_input_scale, rounding_loss
@@ -92,6 +93,9 @@ class DIVE(nn.Module):
         restart_selection: str = "best",
         pool_iou: float = 0.5,
         prior_rounding_weight: float = 0.0,
+        ranking_weight: float = 0.0,
+        ranking_temperature: float = 0.05,
+        ranking_shifts: tuple[int, ...] = (1, 2, 4, 8),
     ):
         """
         Args:
@@ -109,6 +113,9 @@ class DIVE(nn.Module):
                 all runs' objects ("pooled", merged at IoU >= pool_iou); see dive_d2/inversion/pooling.py.
             prior_rounding_weight: weight of ``loss_prior_rounding`` (``rounding_loss``, each sample weighted
                 by its a_t) in training the prior; 0 trains on the epsilon loss alone.
+            ranking_weight, ranking_temperature, ranking_shifts: weight of ``loss_image_ranking`` (the true
+                layout against one random single-object move of it, ``ranking_loss``; moves by
+                ``ranking_shifts`` grid cells) in training p(x|y); 0 turns it off.
         """
         super().__init__()
         if not (train_image_model or train_prior):
@@ -152,6 +159,14 @@ class DIVE(nn.Module):
         if prior_rounding_weight < 0:
             raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
         self.prior_rounding_weight = prior_rounding_weight
+        if ranking_weight < 0 or ranking_temperature <= 0 or not ranking_shifts or min(ranking_shifts) < 1:
+            raise ValueError("DIVE: MODEL.DIVE.RANKING needs WEIGHT >= 0, TEMPERATURE > 0 and SHIFTS of positive "
+                             f"grid cells; got {ranking_weight}, {ranking_temperature}, {tuple(ranking_shifts)}")
+        self.ranking_weight = ranking_weight
+        self.ranking_temperature = ranking_temperature
+        self.ranking_shifts = tuple(ranking_shifts)
+        # Its own stream, so that turning the ranking term on leaves the shuffles and the (t, noise) draws as they were.
+        self.ranking_generator = torch.Generator().manual_seed(shuffle_seed + 1)
         # Images in [0, 255] map to [-1, 1]; the buffer also tells the model's device.
         self.register_buffer("pixel_mean", torch.tensor(127.5), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(127.5), persistent=False)
@@ -180,6 +195,9 @@ class DIVE(nn.Module):
             "restart_selection": dive.INVERSION.RESTART_SELECTION,
             "pool_iou": dive.INVERSION.POOL_IOU,
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
+            "ranking_weight": dive.RANKING.WEIGHT,
+            "ranking_temperature": dive.RANKING.TEMPERATURE,
+            "ranking_shifts": tuple(dive.RANKING.SHIFTS),
         }
 
     @property
@@ -250,16 +268,31 @@ class DIVE(nn.Module):
         if not self.training:
             return self.inference(batched_inputs)
         tokens = self.layout_tokens(batched_inputs, generator=self.shuffle_generator)
-        batch_size = len(tokens)
         losses = {}
         if self.train_image_model:
             latents = self.first_stage.encode(self.preprocess_images(batched_inputs))
-            embeddings = self.layout_encoder.embed_tokens(tokens)
-            losses["loss_image"] = self.image_denoising_error(
-                latents, embeddings, self._random_timesteps(batch_size), torch.randn_like(latents)).mean()
+            losses.update(self.image_training_losses(latents, tokens))
         if self.train_prior:
             losses.update(self.prior_training_losses(tokens))
         return losses
+
+    def image_training_losses(self, latents: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``loss_image`` (the mean denoising error of p(x|y)) and, with a ranking weight,
+        ``loss_image_ranking`` for (B, C, h, w) latents and their (B, L) true layout tokens. The wrong
+        layouts share the true ones' timesteps and noises, so their difference is the layout's alone."""
+        timesteps = self._random_timesteps(len(tokens))
+        noise = torch.randn_like(latents)
+        if self.ranking_weight == 0:
+            return {"loss_image": self.image_denoising_error(
+                latents, self.layout_encoder.embed_tokens(tokens), timesteps, noise).mean()}
+        wrong, has_move = random_object_moves(tokens, self.tokenizer, self.ranking_shifts, self.ranking_generator)
+        errors = self.image_denoising_error(latents.repeat(2, 1, 1, 1),
+                                            self.layout_encoder.embed_tokens(torch.cat([tokens, wrong])),
+                                            timesteps.repeat(2), noise.repeat(2, 1, 1, 1))
+        true_errors, wrong_errors = errors.chunk(2)
+        return {"loss_image": true_errors.mean(),
+                "loss_image_ranking": self.ranking_weight * ranking_loss(
+                    true_errors[has_move], wrong_errors[has_move], self.ranking_temperature)}
 
     def prior_training_losses(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """``loss_prior`` (the epsilon loss, as ``prior_denoising_error``) and, with a rounding weight,
