@@ -29,6 +29,8 @@ a time, on the monitor's pairs (``polish.py``); the runs' own layouts are not po
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +41,8 @@ from ..modeling.denoising import pairs_in_window
 from ..sampling import sample_layout_embeddings
 from .parameterisations import PARAMETERISATIONS, BoxSlots, EmbeddingSequence, annealed_smoothing
 from .polish import polish_layout
+
+logger = logging.getLogger(__name__)
 
 INITIALISATIONS = ("random", "prior")
 
@@ -476,10 +480,15 @@ class LayoutInversion:
                                         vocabulary[part], *monitor).cpu()
                     for part in candidates.split(chunk)])
 
+            started = time.perf_counter()
             layout, loss = polish_layout(tokens[image], loss_of, model.tokenizer,
                                          self.polish_sweeps if sweeps is None else sweeps, self.polish_shifts)
             polished.append(layout)
             losses.append(loss)
+            # A sweep costs tens of seconds per image on CPU: say where it is.
+            logger.info("polished image %d/%d in %.1f s: %d slot(s) changed, monitor loss %.6f",
+                        image + 1, len(tokens), time.perf_counter() - started,
+                        int((layout != tokens[image]).view(-1, 3).any(dim=1).sum()), loss)
         return torch.stack(polished), torch.tensor(losses)
 
     def invert_runs(self, model, latents: torch.Tensor, run_seeds: list[int]) -> InversionResult:
