@@ -157,15 +157,16 @@ def main() -> None:
     polish_cache: dict[tuple, torch.Tensor] = {}
     vocabulary = model.layout_encoder.vocabulary().detach().cpu()
 
-    polish_seconds = [0.0]
+    polish_seconds = 0.0  # of the current setting's newly polished layouts
 
     def polished(image: int, tokens: torch.Tensor, sweeps: int) -> torch.Tensor:
+        nonlocal polish_seconds
         key = (image, tuple(tokens.tolist()), sweeps)
         if key not in polish_cache:
             began = time.perf_counter()
             polish_cache[key] = model.inversion.polish(model, latents_per_image[image], tokens[None].to(model.device),
                                                        sweeps)[0][0].cpu()
-            polish_seconds[0] += time.perf_counter() - began
+            polish_seconds += time.perf_counter() - began
         return polish_cache[key]
 
     def run_detections(score: str, image: int, run: int, check: int) -> Instances:
@@ -186,7 +187,7 @@ def main() -> None:
         runs = best_restarts(losses[best, torch.arange(len(histories))], restarts, count)
         stop = stop[runs]
         outputs, gaps, area_ratios = [], [], []
-        polish_seconds[0] = 0.0
+        polish_seconds = 0.0
         for image, run in enumerate(runs.tolist()):
             if selection == "pooled":
                 first_runs = range(image * restarts, image * restarts + count)
@@ -221,7 +222,7 @@ def main() -> None:
                      "detections_per_image": sum(len(o["instances"]) for o in outputs) / len(outputs),
                      "box_area_over_true": sum(area_ratios) / max(len(area_ratios), 1)})
         if sweeps:
-            rows[-1]["polish_seconds_per_image"] = polish_seconds[0] / len(records)
+            rows[-1]["polish_seconds_per_image"] = polish_seconds / len(records)
         if gaps:
             found_losses, true_losses = torch.tensor(gaps).T
             rows[-1]["found_not_worse_than_truth"] = float((found_losses <= true_losses).float().mean())
