@@ -329,3 +329,34 @@ def test_ranking_term_leaves_the_denoising_loss_and_trains_the_margin():
     assert margin() > before + 1e-4, "training the ranking term must raise wrong layouts' error above the truth's"
     with pytest.raises(ValueError, match="RANKING"):
         build_model(tiny_cfg("MODEL.DIVE.RANKING.TEMPERATURE", "0"))
+
+
+def test_ranking_window_ranks_only_samples_with_timesteps_inside_it(monkeypatch):
+    opts = ("MODEL.DIVE.TRAIN_PRIOR", "False", "MODEL.DIVE.RANKING.WEIGHT", "2.0",
+            "MODEL.DIVE.RANKING.MIN_TIMESTEP", "200", "MODEL.DIVE.RANKING.MAX_TIMESTEP", "700")
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg(*opts))
+    batch = mixed_batch()[:2] * 2  # four images with objects
+    tokens = model.layout_tokens(batch)
+    latents = model.first_stage.encode(model.preprocess_images(batch))
+    timesteps = torch.tensor([100, 300, 650, 900])
+    monkeypatch.setattr(model, "_random_timesteps", lambda count: timesteps[:count])
+    moves_state = model.ranking_generator.get_state()
+    torch.manual_seed(5)
+    losses = model.image_training_losses(latents, tokens)
+
+    torch.manual_seed(5)
+    noise = torch.randn_like(latents)
+    wrong, has_move = random_object_moves(tokens, model.tokenizer, model.ranking_shifts,
+                                          torch.Generator().set_state(moves_state))
+    assert has_move.all()
+    true_errors, wrong_errors = (model.image_denoising_error(latents, model.layout_encoder.embed_tokens(layouts),
+                                                            timesteps, noise) for layouts in (tokens, wrong))
+    inside = torch.tensor([1, 2])
+    expected = 2.0 * ranking_loss(true_errors[inside], wrong_errors[inside], 0.05)
+    assert torch.allclose(losses["loss_image"], true_errors.mean(), rtol=1e-5)
+    assert torch.allclose(losses["loss_image_ranking"], expected, rtol=1e-4), \
+        "only the samples with t in [200, 700) may be ranked"
+    assert not torch.allclose(expected, 2.0 * ranking_loss(true_errors, wrong_errors, 0.05), rtol=1e-3)
+    with pytest.raises(ValueError, match="RANKING window"):
+        build_model(tiny_cfg("MODEL.DIVE.RANKING.MIN_TIMESTEP", "700", "MODEL.DIVE.RANKING.MAX_TIMESTEP", "200"))

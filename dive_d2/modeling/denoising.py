@@ -102,5 +102,6 @@ def ranking_loss(true_errors: torch.Tensor, wrong_errors: torch.Tensor, temperat
     """
     if len(true_errors) == 0:
         return true_errors.sum() + wrong_errors.sum()
-    scale = temperature * true_errors.detach()
+    # The clamp keeps an exactly zero true error (a hinge of width 0) from dividing 0 by 0.
+    scale = temperature * true_errors.detach().clamp_min(torch.finfo(true_errors.dtype).tiny)
     return (scale * torch.nn.functional.softplus((true_errors - wrong_errors) / scale)).mean()

@@ -96,6 +96,7 @@ class DIVE(nn.Module):
         ranking_weight: float = 0.0,
         ranking_temperature: float = 0.05,
         ranking_shifts: tuple[int, ...] = (1, 2, 4, 8),
+        ranking_timesteps: tuple[int, int] = (0, 0),
     ):
         """
         Args:
@@ -116,6 +117,8 @@ class DIVE(nn.Module):
             ranking_weight, ranking_temperature, ranking_shifts: weight of ``loss_image_ranking`` (the true
                 layout against one random single-object move of it, ``ranking_loss``; moves by
                 ``ranking_shifts`` grid cells) in training p(x|y); 0 turns it off.
+            ranking_timesteps: (start, end): only samples whose timestep lies in [start, end) are ranked
+                (end 0 = the schedule's end); the denoising loss still uses every sample.
         """
         super().__init__()
         if not (train_image_model or train_prior):
@@ -165,6 +168,13 @@ class DIVE(nn.Module):
         self.ranking_weight = ranking_weight
         self.ranking_temperature = ranking_temperature
         self.ranking_shifts = tuple(ranking_shifts)
+        schedule = scheduler.config.num_train_timesteps
+        start, end = ranking_timesteps[0], ranking_timesteps[1] or schedule
+        if not 0 <= start < end <= schedule:
+            raise ValueError(f"DIVE: MODEL.DIVE.RANKING window [MIN_TIMESTEP, MAX_TIMESTEP) = "
+                             f"{tuple(ranking_timesteps)} must satisfy 0 <= MIN < MAX (0 = {schedule}) <= the "
+                             f"schedule's {schedule} steps")
+        self.ranking_timesteps = (start, end)
         # Its own stream, so that turning the ranking term on leaves the shuffles and the (t, noise) draws as they were.
         self.ranking_generator = torch.Generator().manual_seed(shuffle_seed + 1)
         # Images in [0, 255] map to [-1, 1]; the buffer also tells the model's device.
@@ -198,6 +208,7 @@ class DIVE(nn.Module):
             "ranking_weight": dive.RANKING.WEIGHT,
             "ranking_temperature": dive.RANKING.TEMPERATURE,
             "ranking_shifts": tuple(dive.RANKING.SHIFTS),
+            "ranking_timesteps": (dive.RANKING.MIN_TIMESTEP, dive.RANKING.MAX_TIMESTEP),
         }
 
     @property
@@ -286,13 +297,17 @@ class DIVE(nn.Module):
             return {"loss_image": self.image_denoising_error(
                 latents, self.layout_encoder.embed_tokens(tokens), timesteps, noise).mean()}
         wrong, has_move = random_object_moves(tokens, self.tokenizer, self.ranking_shifts, self.ranking_generator)
-        errors = self.image_denoising_error(latents.repeat(2, 1, 1, 1),
-                                            self.layout_encoder.embed_tokens(torch.cat([tokens, wrong])),
-                                            timesteps.repeat(2), noise.repeat(2, 1, 1, 1))
-        true_errors, wrong_errors = errors.chunk(2)
+        start, end = self.ranking_timesteps
+        ranked = (has_move.to(timesteps.device) & (timesteps >= start) & (timesteps < end)).nonzero().squeeze(1)
+        # One pass over the B true layouts and the ranked samples' wrong ones.
+        layouts = self.layout_encoder.embed_tokens(torch.cat([tokens, wrong[ranked]]))
+        errors = self.image_denoising_error(torch.cat([latents, latents[ranked]]), layouts,
+                                            torch.cat([timesteps, timesteps[ranked]]),
+                                            torch.cat([noise, noise[ranked]]))
+        true_errors, wrong_errors = errors[: len(tokens)], errors[len(tokens):]
         return {"loss_image": true_errors.mean(),
                 "loss_image_ranking": self.ranking_weight * ranking_loss(
-                    true_errors[has_move], wrong_errors[has_move], self.ranking_temperature)}
+                    true_errors[ranked], wrong_errors, self.ranking_temperature)}
 
     def prior_training_losses(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """``loss_prior`` (the epsilon loss, as ``prior_denoising_error``) and, with a rounding weight,
