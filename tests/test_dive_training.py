@@ -1,5 +1,6 @@
 """DIVE in training mode: finite losses on any input, learning, freezing switches, weight round trips."""
 
+import json
 import math
 import os
 
@@ -360,3 +361,29 @@ def test_ranking_window_ranks_only_samples_with_timesteps_inside_it(monkeypatch)
     assert not torch.allclose(expected, 2.0 * ranking_loss(true_errors, wrong_errors, 0.05), rtol=1e-3)
     with pytest.raises(ValueError, match="RANKING window"):
         build_model(tiny_cfg("MODEL.DIVE.RANKING.MIN_TIMESTEP", "700", "MODEL.DIVE.RANKING.MAX_TIMESTEP", "200"))
+
+
+def test_training_stats_reads_losses_and_the_ranking_ties_level(tmp_path):
+    stats_tool = load_tool("training_stats")
+    ranked, plain = tmp_path / "ranked", tmp_path / "plain"
+    for run, weight in ((ranked, 10.0), (plain, 0.0)):
+        run.mkdir()
+        (run / "config.yaml").write_text(f"MODEL:\n  DIVE:\n    RANKING:\n      WEIGHT: {weight}\n"
+                                         "      TEMPERATURE: 0.05\n")
+    tie = 10.0 * 0.05 * math.log(2)
+    (ranked / "metrics.json").write_text("\n".join(json.dumps(row) for row in [
+        {"iteration": 19, "loss_image": 0.01, "loss_image_ranking": tie * 0.01, "total_loss": 0.02},
+        {"iteration": 39, "loss_image": 0.02, "loss_image_ranking": 0.0, "total_loss": 0.02},
+        {"iteration": 40, "eval": 1.0}]))
+    (plain / "metrics.json").write_text(json.dumps({"iteration": 19, "total_loss": 0.004}))
+    rows = stats_tool.read_metrics(ranked)
+    weight, temperature = stats_tool.ranking_settings(ranked)
+    assert (weight, temperature) == (10.0, 0.05)
+    first = stats_tool.window_stats(rows, 0, 20, weight, temperature)
+    assert abs(first["ranking/ties"] - 1.0) < 1e-9, "a logged term equal to WEIGHT tau log 2 is all ties"
+    both = stats_tool.window_stats(rows, 0, 40, weight, temperature)
+    assert abs(both["ranking/ties"] - 0.5) < 1e-9 and abs(both["loss_image"] - 0.015) < 1e-12
+    only_total = stats_tool.window_stats(stats_tool.read_metrics(plain), 0, 20, *stats_tool.ranking_settings(plain))
+    assert only_total == {"loss_image": 0.004}, "a single-loss run logs its loss_image as total_loss"
+    with pytest.raises(ValueError, match=r"\[100, 200\)"):
+        stats_tool.window_stats(rows, 100, 200, weight, temperature)
