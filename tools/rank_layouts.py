@@ -61,10 +61,11 @@ def main() -> None:
         span = f"{int(timesteps[members[0]])}-{int(timesteps[members[-1]])}"
         rise = margins[:, :, members].mean(dim=2)  # (images, corruptions)
         fractions = {kind: float((rise[:, k] > 0).float().mean()) for k, kind in enumerate(CORRUPTIONS)}
-        row = {"timesteps": span, **fractions}
+        mean_rises = {f"{kind}_mean_rise": float(rise[:, k].mean()) for k, kind in enumerate(CORRUPTIONS)}
+        row = {"timesteps": span, **fractions, **mean_rises}
         per_timestep.append(row)
-        print(f"  {span:>9}  " + "  ".join(f"{row[kind]:>10.2f} ({float(rise[:, k].mean()):+.1e})"
-                                          for k, kind in enumerate(CORRUPTIONS)))
+        print(f"  {span:>9}  " + "  ".join(f"{row[kind]:>10.2f} ({row[kind + '_mean_rise']:+.1e})"
+                                          for kind in CORRUPTIONS))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"dataset": args.dataset, "images": images, "pairs": args.pairs, "wins": wins,
