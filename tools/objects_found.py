@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""How many ground-truth objects a detection run found: a count that does not depend on scores.
+
+On a slice of 24 images AP moves with the order of a few scores; this counts, per image, the ground-truth
+objects that some detection of the same class overlaps at IoU >= a threshold (no score, no one-to-one
+matching), from the files ``tools/evaluate_inversion.py`` and ``COCOEvaluator`` write to an output folder:
+the dataset's ``*_coco_format.json`` and ``coco_instances_results.json`` (boxes xywh, pixels).
+
+    .venv/bin/python tools/objects_found.py output/s14/shifts10x1000_images24_r4 output/s13/plain1000_images24_r4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def box_iou_xywh(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(N, M) IoU of (N, 4) and (M, 4) boxes given as x, y, width, height (pixels)."""
+    first = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)[:, None]
+    second = np.concatenate([others[:, :2], others[:, :2] + others[:, 2:]], axis=1)[None]
+    sides = np.clip(np.minimum(first[..., 2:], second[..., 2:]) - np.maximum(first[..., :2], second[..., :2]), 0, None)
+    inter = sides[..., 0] * sides[..., 1]
+    union = (boxes[:, 2] * boxes[:, 3])[:, None] + (others[:, 2] * others[:, 3])[None] - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def objects_found(ground_truth: dict, detections: list[dict], iou_threshold: float) -> dict[int, tuple[int, int]]:
+    """Per image id of the COCO ``ground_truth``: (objects some same-class detection overlaps at IoU >=
+    ``iou_threshold``, objects)."""
+    found = {}
+    for image in ground_truth["images"]:
+        objects = [a for a in ground_truth["annotations"] if a["image_id"] == image["id"]]
+        hits = 0
+        for category in {a["category_id"] for a in objects}:
+            truth = np.array([a["bbox"] for a in objects if a["category_id"] == category], dtype=float)
+            guesses = np.array([d["bbox"] for d in detections
+                                if d["image_id"] == image["id"] and d["category_id"] == category], dtype=float)
+            if len(guesses):
+                hits += int((box_iou_xywh(truth, guesses) >= iou_threshold).any(axis=1).sum())
+        found[image["id"]] = (hits, len(objects))
+    return found
+
+
+def read_run(folder: Path) -> tuple[dict, list[dict]]:
+    """The COCO ground truth and the detections an evaluation wrote to ``folder``."""
+    truth_files = sorted(folder.glob("*_coco_format.json"))
+    results = folder / "coco_instances_results.json"
+    if len(truth_files) != 1 or not results.is_file():
+        raise FileNotFoundError(f"{folder}: expected one *_coco_format.json and coco_instances_results.json "
+                                f"(found {[p.name for p in truth_files]}, results file present: {results.is_file()})")
+    return json.loads(truth_files[0].read_text()), json.loads(results.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="folders written by an evaluation")
+    parser.add_argument("--iou", nargs="+", type=float, default=[0.5, 0.75], help="IoU thresholds")
+    args = parser.parse_args()
+    for folder in args.runs:
+        ground_truth, detections = read_run(folder)
+        for threshold in args.iou:
+            found = objects_found(ground_truth, detections, threshold)
+            hits = sum(h for h, _ in found.values())
+            total = sum(n for _, n in found.values())
+            print(f"{folder}: IoU {threshold:g}: {hits} of {total} objects found, {len(detections)} detections "
+                  f"on {len(found)} images")
+
+
+if __name__ == "__main__":
+    main()
