@@ -15,17 +15,14 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
+import torch
+from detectron2.structures import Boxes, BoxMode, pairwise_iou
 
 
-def box_iou_xywh(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """(N, M) IoU of (N, 4) and (M, 4) boxes given as x, y, width, height (pixels)."""
-    first = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)[:, None]
-    second = np.concatenate([others[:, :2], others[:, :2] + others[:, 2:]], axis=1)[None]
-    sides = np.clip(np.minimum(first[..., 2:], second[..., 2:]) - np.maximum(first[..., :2], second[..., :2]), 0, None)
-    inter = sides[..., 0] * sides[..., 1]
-    union = (boxes[:, 2] * boxes[:, 3])[:, None] + (others[:, 2] * others[:, 3])[None] - inter
-    return inter / np.maximum(union, 1e-12)
+def xyxy_boxes(xywh: list[list[float]]) -> Boxes:
+    """Detectron2 ``Boxes`` (xyxy, pixels) of COCO-style xywh boxes."""
+    return Boxes(BoxMode.convert(torch.tensor(xywh, dtype=torch.float32).reshape(-1, 4), BoxMode.XYWH_ABS,
+                                 BoxMode.XYXY_ABS))
 
 
 def objects_found(ground_truth: dict, detections: list[dict], iou_threshold: float) -> dict[int, tuple[int, int]]:
@@ -36,11 +33,11 @@ def objects_found(ground_truth: dict, detections: list[dict], iou_threshold: flo
         objects = [a for a in ground_truth["annotations"] if a["image_id"] == image["id"]]
         hits = 0
         for category in {a["category_id"] for a in objects}:
-            truth = np.array([a["bbox"] for a in objects if a["category_id"] == category], dtype=float)
-            guesses = np.array([d["bbox"] for d in detections
-                                if d["image_id"] == image["id"] and d["category_id"] == category], dtype=float)
+            truth = xyxy_boxes([a["bbox"] for a in objects if a["category_id"] == category])
+            guesses = xyxy_boxes([d["bbox"] for d in detections
+                                  if d["image_id"] == image["id"] and d["category_id"] == category])
             if len(guesses):
-                hits += int((box_iou_xywh(truth, guesses) >= iou_threshold).any(axis=1).sum())
+                hits += int((pairwise_iou(truth, guesses) >= iou_threshold).any(dim=1).sum())
         found[image["id"]] = (hits, len(objects))
     return found
 
