@@ -144,6 +144,11 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.POLISH_SWEEPS = 0
     cfg.MODEL.DIVE.INVERSION.POLISH_SHIFTS = (4, 1)
     cfg.MODEL.DIVE.INVERSION.POOL_IOU = 0.5
+    # "box" only: every RESEED_PERIOD steps each run's weakest slot, when its leave-one-out evidence (monitor
+    # loss rise without it; 0 for an empty slot) is at most RESEED_MAX_RISE, restarts as a random object
+    # (dive_d2/inversion/reseeding.py); none in the last RESEED_PERIOD steps. 0 turns it off.
+    cfg.MODEL.DIVE.INVERSION.RESEED_PERIOD = 0
+    cfg.MODEL.DIVE.INVERSION.RESEED_MAX_RISE = 0.0
     cfg.MODEL.DIVE.INVERSION.SEED = 0  # seeds pairs and, with each image's id, its initialisation
     # Detection confidence: "leave_one_out", "margin" or "constant" (dive_d2/inversion/scoring.py).
     cfg.MODEL.DIVE.INVERSION.SCORE = "leave_one_out"

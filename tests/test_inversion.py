@@ -391,3 +391,82 @@ def test_polished_inversion_returns_a_layout_no_worse_on_the_monitor():
     assert torch.allclose(again.cpu(), polished.monitor_loss, rtol=1e-4)
     with pytest.raises(ValueError, match="POLISH"):
         LayoutInversion(polish_sweeps=1, polish_shifts=(0,))
+
+
+def test_slot_evidence_is_each_slots_loss_rise_and_zero_for_empty_slots():
+    tokenizer = LayoutTokenizer(num_classes=2, grid_size=8, num_slots=3)
+    layouts = tokenizer.encode(torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.9, 0.9]]), torch.tensor([0, 1]),
+                               1, 1)[None].repeat(2, 1)
+    layouts[1, 0:3] = tokenizer.none_token  # run 1: slot 0 empty, slot 1 an object, slot 2 empty
+    weights = torch.tensor([1.0, -0.5, 2.0])
+    calls = []
+
+    def layout_loss(rows, candidates):
+        calls.append(rows.clone())
+        present = (candidates[:, 0::3] != tokenizer.none_token).float()
+        return -(present * weights).sum(1) + rows.float()  # a per-run offset: evidence must cancel it
+
+    from dive_d2.inversion.reseeding import slot_evidence
+    evidence = slot_evidence(layouts, layout_loss, tokenizer.none_token, tokenizer.num_slots)
+    assert evidence.tolist() == [[1.0, -0.5, 0.0], [0.0, -0.5, 0.0]]
+    assert calls[0].tolist() == [0] * 4 + [1] * 4
+
+
+def test_reseeding_restarts_only_the_weakest_slot_and_clears_its_optimiser_state():
+    from dive_d2.inversion.reseeding import SlotReseeding
+    model = tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", "box")
+    vocabulary = model.layout_encoder.vocabulary().detach()
+    slots = model.tokenizer.num_slots
+    classes = torch.zeros(2, slots, dtype=torch.int64)
+    boxes = torch.tensor([0.2, 0.2, 0.6, 0.6]).repeat(2, slots, 1)
+    layout = BoxSlots(model, classes, boxes)
+    optimizer = torch.optim.Adam(layout.parameters, lr=0.1)
+    (layout.class_logits.square().sum() + layout.box_logits.sin().sum()).backward()
+    optimizer.step()
+    weights = torch.tensor([[1.0, -0.5, 2.0, 0.3], [1.0, 0.5, 2.0, 0.3]])[:, :slots]  # run 1: every slot helps
+
+    def layout_loss(rows, layouts):
+        present = (layouts[:, 0::3] != model.tokenizer.none_token).float()
+        return -(present * weights[rows]).sum(1)
+
+    drawn = (torch.tensor(2), torch.tensor([0.1, 0.3, 0.4, 0.9]))
+    requests = []
+
+    def new_slot(run, steps_done):
+        requests.append((run, steps_done))
+        return drawn
+
+    reseeding = SlotReseeding(layout, vocabulary, layout_loss, new_slot, period=2, max_steps=6)
+    before = [p.detach().clone() for p in layout.parameters]
+    moments = [optimizer.state[p]["exp_avg"].clone() for p in layout.parameters]
+    reseeding(3, torch.tensor([True, True]), optimizer)  # not a reseeding step
+    reseeding(6, torch.tensor([True, True]), optimizer)  # too late: a new slot would get no steps
+    assert all(torch.equal(p, b) for p, b in zip(layout.parameters, before, strict=True)) and not requests
+    reseeding(4, torch.tensor([True, True]), optimizer)
+    assert requests == [(0, 4)], "only run 0 has a slot whose removal does not raise the loss"
+    assert reseeding.reseeded.tolist() == [1, 0]
+    expected = BoxSlots(model, torch.tensor([[2]]), drawn[1][None, None])
+    changed = torch.zeros(2, slots, dtype=torch.bool)
+    changed[0, 1] = True
+    for parameter, old, moment, fresh in zip(layout.parameters, before, moments,
+                                             [expected.class_logits, expected.box_logits], strict=True):
+        assert torch.equal(parameter[0, 1], fresh[0, 0])
+        assert torch.equal(parameter[~changed], old[~changed])
+        assert (optimizer.state[parameter]["exp_avg"][0, 1] == 0).all()
+        assert (optimizer.state[parameter]["exp_avg_sq"][0, 1] == 0).all()
+        assert torch.equal(optimizer.state[parameter]["exp_avg"][~changed], moment[~changed])
+    with pytest.raises(ValueError, match="RESEED_PERIOD"):
+        LayoutInversion(reseed_period=10, parameterisation="embedding")
+
+
+def test_reseeded_inversion_changes_the_search_and_keeps_images_independent_of_the_batch():
+    opts = ("MODEL.DIVE.INVERSION.PARAMETERISATION", "box", "MODEL.DIVE.INVERSION.PATIENCE", "0")
+    plain, reseeded = tiny_model(*opts), tiny_model(*opts, "MODEL.DIVE.INVERSION.RESEED_PERIOD", "2")
+    latents = plain.first_stage.encode(plain.preprocess_images(
+        [make_input(3, 64, 64, [], [], seed=s) for s in range(3)]))
+    with torch.enable_grad():
+        together = reseeded.inversion(reseeded, latents, [0, 1, 2])
+        alone = [reseeded.inversion(reseeded, latents[i : i + 1], [i]) for i in range(3)]
+        without = plain.inversion(plain, latents, [0, 1, 2])
+    assert torch.equal(together.tokens, torch.cat([result.tokens for result in alone]))
+    assert not torch.equal(together.tokens, without.tokens), "reseeding never changed a layout"

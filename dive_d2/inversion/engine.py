@@ -22,6 +22,10 @@ plain run) and the run with the lowest monitor loss is returned: the layout the 
 local optima. It costs R times the steps. Every run's best layout is returned too, so that the detector can
 pool the objects of all runs instead (``pooling.py``).
 
+With ``reseed_period`` > 0 (box parameterisation) each run's weakest slot is restarted as a random object
+every ``reseed_period`` steps when it explains nothing (``reseeding.py``): a restart for one slot, keeping the
+objects the run has found.
+
 With ``polish_sweeps`` > 0 the returned layout is then improved by a discrete local search, one object at
 a time, on the monitor's pairs (``polish.py``); the runs' own layouts are not polished.
 """
@@ -41,6 +45,7 @@ from ..modeling.denoising import pairs_in_window
 from ..sampling import sample_layout_embeddings
 from .parameterisations import PARAMETERISATIONS, BoxSlots, EmbeddingSequence, annealed_smoothing
 from .polish import polish_layout
+from .reseeding import SlotReseeding
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +160,15 @@ def seeded_starts(mean: torch.Tensor, std: torch.Tensor, image_seeds: list[int])
         for seed in image_seeds])
 
 
+def random_slots(generator: torch.Generator, count: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` random objects for the box parameterisation's starts: classes (count,) int64 uniform over
+    the classes, boxes (count, 4) XYXY normalised, centre uniform in [0.1, 0.9] and sides in [0.1, 0.4]."""
+    centre = 0.1 + 0.8 * torch.rand(count, 2, generator=generator)
+    size = 0.1 + 0.3 * torch.rand(count, 2, generator=generator)
+    boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
+    return torch.randint(0, num_classes, (count,), generator=generator), boxes
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """How ``optimise_tokens`` runs: Adam with ``learning_rate`` for at most ``max_steps`` steps, each on
@@ -177,7 +191,9 @@ def optimise_tokens(parameterisation, vocabulary: torch.Tensor,
                     step_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                     monitor_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], settings: SearchSettings,
                     record_history: bool = False,
-                    before_step: Callable[[int], None] | None = None) -> InversionResult:
+                    before_step: Callable[[int], None] | None = None,
+                    after_step: Callable[[int, torch.Tensor, torch.optim.Optimizer], None] | None = None,
+                    ) -> InversionResult:
     """The inversion loop shared by detection (layouts) and classification (one class token per image).
 
     Args:
@@ -191,6 +207,9 @@ def optimise_tokens(parameterisation, vocabulary: torch.Tensor,
         record_history: keep a ``MonitorCheck`` per check.
         before_step: called with the 0-based step index before each step's loss (schedules, e.g. the
             annealed box smoothing).
+        after_step: called after each step (and after that step's monitor check, so the check sees the
+            layout the step made) with the number of steps done, the (B,) bool CPU mask of images still
+            running and the optimiser; it may change the parameters in place (``SlotReseeding``).
     """
     layout = parameterisation
     device = vocabulary.device
@@ -247,6 +266,8 @@ def optimise_tokens(parameterisation, vocabulary: torch.Tensor,
             active &= ~stopping
             if not active.any():
                 break
+        if after_step is not None:
+            after_step(step + 1, active.clone(), optimizer)
     return InversionResult(best_tokens, best_embeddings, best_loss.cpu(), stop_step, history)
 
 
@@ -277,6 +298,8 @@ class LayoutInversion:
         restarts: int = 1,
         polish_sweeps: int = 0,
         polish_shifts: tuple[int, ...] = (4, 1),
+        reseed_period: int = 0,
+        reseed_max_rise: float = 0.0,
         seed: int = 0,
         record_history: bool = False,
     ):
@@ -294,6 +317,9 @@ class LayoutInversion:
         if polish_sweeps < 0 or any(shift < 1 for shift in polish_shifts):
             raise ValueError(f"MODEL.DIVE.INVERSION.POLISH_SWEEPS must be >= 0 and POLISH_SHIFTS positive grid cells, "
                              f"got {polish_sweeps} and {tuple(polish_shifts)}")
+        if reseed_period < 0 or (reseed_period > 0 and parameterisation != "box"):
+            raise ValueError("MODEL.DIVE.INVERSION.RESEED_PERIOD must be >= 0, and > 0 needs PARAMETERISATION "
+                             f"'box' (it reseeds box slots), got {reseed_period} with {parameterisation!r}")
         if pairs_per_step > num_pairs:
             raise ValueError(f"pairs_per_step ({pairs_per_step}) exceeds num_pairs ({num_pairs})")
         self.max_steps = max_steps
@@ -316,6 +342,8 @@ class LayoutInversion:
         self.restarts = restarts
         self.polish_sweeps = polish_sweeps
         self.polish_shifts = tuple(polish_shifts)
+        self.reseed_period = reseed_period
+        self.reseed_max_rise = reseed_max_rise
         self.seed = seed
         self.record_history = record_history
 
@@ -343,6 +371,8 @@ class LayoutInversion:
             "restarts": inversion.RESTARTS,
             "polish_sweeps": inversion.POLISH_SWEEPS,
             "polish_shifts": tuple(inversion.POLISH_SHIFTS),
+            "reseed_period": inversion.RESEED_PERIOD,
+            "reseed_max_rise": inversion.RESEED_MAX_RISE,
             "seed": inversion.SEED,
         }
 
@@ -396,11 +426,10 @@ class LayoutInversion:
         slots = tokenizer.num_slots
         classes, boxes = [], []
         for image_seed in image_seeds:
-            generator = torch.Generator().manual_seed(image_seed)
-            centre = 0.1 + 0.8 * torch.rand(slots, 2, generator=generator)
-            size = 0.1 + 0.3 * torch.rand(slots, 2, generator=generator)
-            boxes.append(torch.cat([centre - size / 2, centre + size / 2], dim=1))
-            classes.append(torch.randint(0, tokenizer.num_classes, (slots,), generator=generator))
+            image_classes, image_boxes = random_slots(torch.Generator().manual_seed(image_seed), slots,
+                                                      tokenizer.num_classes)
+            classes.append(image_classes)
+            boxes.append(image_boxes)
         classes, boxes = torch.stack(classes), torch.stack(boxes)
         if self.initialisation == "prior":
             samples = EmbeddingSequence(self.prior_samples(model, image_seeds), model.tokenizer.allowed_tokens(),
@@ -511,8 +540,25 @@ class LayoutInversion:
             return self.posterior_loss(model, latents[index], embeddings, *monitor)
 
         layout = self.initial_layout(model, run_seeds, device)
-        return optimise_tokens(layout, model.layout_encoder.vocabulary().detach(), step_loss, monitor_loss,
-                               self.search_settings(), self.record_history, self.smoothing_schedule(layout))
+        vocabulary = model.layout_encoder.vocabulary().detach()
+        return optimise_tokens(layout, vocabulary, step_loss, monitor_loss, self.search_settings(),
+                               self.record_history, self.smoothing_schedule(layout),
+                               self.slot_reseeding(model, layout, vocabulary, monitor_loss, run_seeds))
+
+    def slot_reseeding(self, model, layout, vocabulary: torch.Tensor, monitor_loss, run_seeds: list[int]
+                       ) -> SlotReseeding | None:
+        """The ``after_step`` hook that reseeds the weakest slot of each run (``reseeding.py``); None when
+        ``reseed_period`` is 0."""
+        if self.reseed_period == 0:
+            return None
+
+        def new_slot(run: int, steps_done: int) -> tuple[torch.Tensor, torch.Tensor]:
+            generator = torch.Generator().manual_seed(hashed_seed(f"{run_seeds[run]}:reseed {steps_done}"))
+            classes, boxes = random_slots(generator, 1, model.tokenizer.num_classes)
+            return classes[0], boxes[0]
+
+        return SlotReseeding(layout, vocabulary, lambda rows, layouts: monitor_loss(rows, vocabulary[layouts]),
+                             new_slot, self.reseed_period, self.max_steps, self.reseed_max_rise)
 
     def smoothing_schedule(self, layout) -> Callable[[int], None] | None:
         """The ``before_step`` hook that anneals a BoxSlots layout's corner smoothing from

@@ -97,12 +97,30 @@ class BoxSlots:
         """
         self.model = model
         self.smoothing = smoothing
-        tokenizer = model.tokenizer
-        self.class_logits = (torch.nn.functional.one_hot(classes, tokenizer.num_classes + 1).float()
-                             * class_confidence).requires_grad_(True)
+        self.class_confidence = class_confidence
+        self.class_logits = self._class_logits(classes).requires_grad_(True)
+        self.box_logits = self._box_logits(boxes).detach().requires_grad_(True)
+
+    def _class_logits(self, classes: torch.Tensor) -> torch.Tensor:
+        one_hot = torch.nn.functional.one_hot(classes, self.model.tokenizer.num_classes + 1).float()
+        return one_hot * self.class_confidence
+
+    @staticmethod
+    def _box_logits(boxes: torch.Tensor) -> torch.Tensor:
         centre = (boxes[..., :2] + boxes[..., 2:]) / 2
         size = boxes[..., 2:] - boxes[..., :2]
-        self.box_logits = torch.cat([_logit(centre), _logit(size)], dim=-1).detach().requires_grad_(True)
+        return torch.cat([_logit(centre), _logit(size)], dim=-1)
+
+    @torch.no_grad()
+    def reset_slots(self, rows: torch.Tensor, slots: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor) -> None:
+        """Start slot ``slots[k]`` of image ``rows[k]`` afresh, as an object of class ``classes[k]`` with box
+        ``boxes[k]`` (XYXY normalised), exactly as the constructor starts a slot.
+
+        Args:
+            rows, slots, classes: (K,) int64; boxes: (K, 4).
+        """
+        self.class_logits[rows, slots] = self._class_logits(classes).to(self.class_logits.device)
+        self.box_logits[rows, slots] = self._box_logits(boxes).to(self.box_logits.device)
 
     @property
     def parameters(self) -> list[torch.Tensor]:
