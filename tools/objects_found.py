@@ -3,8 +3,9 @@
 
 On a slice of 24 images AP moves with the order of a few scores; this counts, per image, the ground-truth
 objects that some detection of the same class overlaps at IoU >= a threshold (no score, no one-to-one
-matching), from the files ``tools/evaluate_inversion.py`` and ``COCOEvaluator`` write to an output folder:
-the dataset's ``*_coco_format.json`` and ``coco_instances_results.json`` (boxes xywh, pixels).
+matching; ``dive_d2.evaluation.objects_found``), from the files ``tools/evaluate_inversion.py`` and
+``COCOEvaluator`` write to an output folder: the dataset's ``*_coco_format.json`` and
+``coco_instances_results.json`` (boxes xywh, pixels).
 
     .venv/bin/python tools/objects_found.py output/s14/shifts10x1000_images24_r4 output/s13/plain1000_images24_r4
 """
@@ -16,13 +17,14 @@ import json
 from pathlib import Path
 
 import torch
-from detectron2.structures import Boxes, BoxMode, pairwise_iou
+from detectron2.structures import BoxMode
+
+from dive_d2.evaluation.objects_found import found_objects
 
 
-def xyxy_boxes(xywh: list[list[float]]) -> Boxes:
-    """Detectron2 ``Boxes`` (xyxy, pixels) of COCO-style xywh boxes."""
-    return Boxes(BoxMode.convert(torch.tensor(xywh, dtype=torch.float32).reshape(-1, 4), BoxMode.XYWH_ABS,
-                                 BoxMode.XYXY_ABS))
+def xyxy_boxes(xywh: list[list[float]]) -> torch.Tensor:
+    """(K, 4) XYXY pixel boxes of K COCO-style xywh boxes."""
+    return BoxMode.convert(torch.tensor(xywh, dtype=torch.float32).reshape(-1, 4), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
 
 
 def objects_found(ground_truth: dict, detections: list[dict], iou_threshold: float) -> dict[int, tuple[int, int]]:
@@ -31,14 +33,12 @@ def objects_found(ground_truth: dict, detections: list[dict], iou_threshold: flo
     found = {}
     for image in ground_truth["images"]:
         objects = [a for a in ground_truth["annotations"] if a["image_id"] == image["id"]]
-        hits = 0
-        for category in {a["category_id"] for a in objects}:
-            truth = xyxy_boxes([a["bbox"] for a in objects if a["category_id"] == category])
-            guesses = xyxy_boxes([d["bbox"] for d in detections
-                                  if d["image_id"] == image["id"] and d["category_id"] == category])
-            if len(guesses):
-                hits += int((pairwise_iou(truth, guesses) >= iou_threshold).any(dim=1).sum())
-        found[image["id"]] = (hits, len(objects))
+        guesses = [d for d in detections if d["image_id"] == image["id"]]
+        hits = found_objects(xyxy_boxes([a["bbox"] for a in objects]),
+                             torch.tensor([a["category_id"] for a in objects], dtype=torch.int64),
+                             xyxy_boxes([d["bbox"] for d in guesses]),
+                             torch.tensor([d["category_id"] for d in guesses], dtype=torch.int64), iou_threshold)
+        found[image["id"]] = (int(hits.sum()), len(objects))
     return found
 
 

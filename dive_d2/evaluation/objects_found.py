@@ -1,0 +1,27 @@
+"""Which ground-truth objects a set of detections found: a count that does not depend on scores.
+
+On a slice of 24 images AP moves with the order of a few scores; counting the ground-truth objects that
+some detection of the same class overlaps at IoU >= a threshold (no score, no one-to-one matching) says
+whether a change found more objects or only ranked them differently.
+"""
+
+from __future__ import annotations
+
+import torch
+from detectron2.structures import Boxes, pairwise_iou
+
+
+def found_objects(true_boxes: torch.Tensor, true_classes: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor,
+                  iou_threshold: float) -> torch.Tensor:
+    """(K,) bool: which of K ground-truth objects some detection of the same class overlaps at IoU >= the
+    threshold.
+
+    Args:
+        true_boxes: (K, 4) and boxes: (D, 4), XYXY in the same units (pixels or normalised).
+        true_classes: (K,) and classes: (D,) int64.
+    """
+    if len(true_boxes) == 0 or len(boxes) == 0:
+        return torch.zeros(len(true_boxes), dtype=torch.bool)
+    overlaps = pairwise_iou(Boxes(true_boxes.float().reshape(-1, 4)), Boxes(boxes.float().reshape(-1, 4)))
+    same_class = true_classes.reshape(-1, 1) == classes.reshape(1, -1)
+    return ((overlaps >= iou_threshold) & same_class).any(dim=1)
