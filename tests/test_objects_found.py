@@ -7,16 +7,17 @@ from .helpers import load_tool
 
 def test_objects_found_counts_same_class_overlaps_per_image(tmp_path):
     tool = load_tool("objects_found")
-    ground_truth = {"images": [{"id": 1}, {"id": 2}],
+    ground_truth = {"images": [{"id": 1}, {"id": 2}, {"id": 3}],
                     "annotations": [{"image_id": 1, "category_id": 0, "bbox": [0, 0, 10, 10]},
                                     {"image_id": 1, "category_id": 1, "bbox": [20, 20, 10, 10]},
-                                    {"image_id": 2, "category_id": 0, "bbox": [5, 5, 20, 20]}]}
+                                    {"image_id": 2, "category_id": 0, "bbox": [5, 5, 20, 20]},
+                                    {"image_id": 3, "category_id": 2, "bbox": [1, 1, 9, 9]}]}  # no detections
     detections = [{"image_id": 1, "category_id": 0, "bbox": [0, 0, 10, 12], "score": 0.1},  # IoU 10/12
                   {"image_id": 1, "category_id": 0, "bbox": [20, 20, 10, 10], "score": 0.9},  # wrong class
                   {"image_id": 2, "category_id": 0, "bbox": [5, 5, 20, 10], "score": 0.5}]  # IoU 0.5
-    assert tool.objects_found(ground_truth, detections, 0.5) == {1: (1, 2), 2: (1, 1)}
-    assert tool.objects_found(ground_truth, detections, 0.75) == {1: (1, 2), 2: (0, 1)}
-    assert tool.objects_found(ground_truth, detections, 0.9) == {1: (0, 2), 2: (0, 1)}
+    assert tool.objects_found(ground_truth, detections, 0.5) == {1: (1, 2), 2: (1, 1), 3: (0, 1)}
+    assert tool.objects_found(ground_truth, detections, 0.75) == {1: (1, 2), 2: (0, 1), 3: (0, 1)}
+    assert tool.objects_found(ground_truth, detections, 0.9) == {1: (0, 2), 2: (0, 1), 3: (0, 1)}
 
     (tmp_path / "val_coco_format.json").write_text(json.dumps(ground_truth))
     with pytest.raises(FileNotFoundError, match="coco_instances_results.json"):

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""Where do the restarts lose objects: in the runs, or in choosing among them?
+
+Reads a recording of ``tools/evaluate_inversion.py`` with ``MODEL.DIVE.INVERSION.RESTARTS`` R > 1 (its
+``history.pth``; give the same config, weights, slice and KEY VALUE options) and, for every image, takes
+each run's best layout at the recorded budget. It counts the ground-truth objects that some same-class
+box of a layout overlaps at IoU >= ``--iou`` (``dive_d2.evaluation.objects_found``), for the run each rule
+picks:
+
+- monitor: the lowest monitor loss (the detector's ``RESTART_SELECTION best``);
+- held-out: the lowest posterior loss on ``--pairs`` held-out (t, noise) pairs over the whole schedule
+  (``dive_d2.evaluation.objective_gap``): the choice a noise-free monitor would make;
+- oracle: the run that found the most objects (needs the ground truth: an upper bound for any choice);
+- union: objects any of the R runs found (an upper bound for pooling).
+
+It also says how often the truth's held-out loss is below that of every run (the models prefer the truth
+to all R runs' answers). Forward passes only: about R x (pairs + 1) layouts per image.
+
+    .venv/bin/python tools/restart_headroom.py --config-file configs/shapes/dive.yaml \
+      --weights weights/shapes/dive.pth --start-image 24 --num-images 24 \
+      --recording output/s15/control_images24_r4 MODEL.DIVE.INVERSION.RESTARTS 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import torch
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
+
+import dive_d2  # noqa: F401  (registers datasets and models)
+from dive_d2.data import ground_truth_layout, prepare_datasets_from_config
+from dive_d2.data.from_config import register_first_images
+from dive_d2.evaluation import objective_gap
+from dive_d2.evaluation.objects_found import found_objects
+from dive_d2.inversion import replay_checks
+from dive_d2.loading import load_config, load_model
+
+RULES = ("monitor", "held-out", "oracle", "union")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--dataset", default="dive_shapes_val")
+    parser.add_argument("--start-image", type=int, default=0)
+    parser.add_argument("--num-images", type=int, required=True)
+    parser.add_argument("--recording", required=True, help="an evaluate_inversion --output folder (history.pth)")
+    parser.add_argument("--pairs", type=int, default=128, help="held-out (t, noise) pairs")
+    parser.add_argument("--iou", type=float, default=0.5)
+    parser.add_argument("--json", help="write the counts and per-image details here")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="the recording's KEY VALUE options")
+    args = parser.parse_args()
+    setup_logger(name="dive_d2")
+
+    recorded = torch.load(os.path.join(args.recording, "history.pth"), weights_only=False)
+    if recorded["opts"] != args.opts:
+        raise ValueError(f"{args.recording}/history.pth was recorded with options {recorded['opts']}, "
+                         f"not {args.opts}")
+    histories = recorded["histories"]
+    steps = [step for step, *_ in histories[0]]
+    cfg = load_config(args.config_file, [*args.opts, "MODEL.DIVE.INVERSION.MAX_STEPS", str(steps[-1])])
+    prepare_datasets_from_config(cfg)
+    model = load_model(cfg, args.weights)
+    restarts = model.inversion.restarts
+    dataset_dicts = DatasetCatalog.get(register_first_images(args.dataset, args.num_images, args.start_image))
+    if restarts < 2 or len(histories) != len(dataset_dicts) * restarts:
+        raise ValueError(f"{args.recording}/history.pth holds {len(histories)} runs: expected RESTARTS >= 2 runs "
+                         f"for each of {len(dataset_dicts)} images (RESTARTS here: {restarts})")
+    mapper = DatasetMapper(cfg, is_train=False)
+    losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
+    best_check, _ = replay_checks(losses, steps)
+
+    counts = dict.fromkeys(RULES, 0)
+    total, truth_below_all, held_out_agrees = 0, 0, 0
+    details = []
+    for image, record in enumerate(tqdm(dataset_dicts, desc="images", unit="image")):
+        runs = range(image * restarts, (image + 1) * restarts)
+        tokens = torch.stack([histories[run][int(best_check[run])][2] for run in runs])
+        monitor = torch.stack([losses[best_check[run], run] for run in runs])
+        true_boxes, true_classes = ground_truth_layout(record)
+        truth = model.tokenizer.encode(true_boxes, true_classes, record["height"], record["width"])
+        with torch.no_grad():
+            latents = model.first_stage.encode(model.preprocess_images([mapper(record)]))
+            held_out, true_loss = objective_gap(model, latents.expand(restarts, -1, -1, -1), tokens.to(model.device),
+                                                truth[None].expand(restarts, -1).to(model.device), args.pairs)
+        found = []
+        for layout in tokens:
+            decoded = model.tokenizer.decode(layout, record["height"], record["width"])
+            found.append(found_objects(true_boxes, true_classes, decoded.boxes, decoded.classes, args.iou))
+        found = torch.stack(found)  # (R, K)
+        chosen = {"monitor": int(monitor.argmin()), "held-out": int(held_out.argmin()),
+                  "oracle": int(found.sum(1).argmax())}
+        for rule, run in chosen.items():
+            counts[rule] += int(found[run].sum())
+        counts["union"] += int(found.any(0).sum())
+        total += len(true_classes)
+        truth_below_all += int(true_loss[0] < held_out.min())
+        held_out_agrees += int(chosen["held-out"] == chosen["monitor"])
+        details.append({"image": args.start_image + image, "objects": len(true_classes),
+                        "found_per_run": found.sum(1).tolist(), "monitor_loss": monitor.tolist(),
+                        "held_out_loss": held_out.tolist(), "true_held_out_loss": float(true_loss[0])})
+
+    images = len(dataset_dicts)
+    print(f"\n{images} images ({args.dataset} {args.start_image}..{args.start_image + images - 1}), {total} objects, "
+          f"{restarts} runs each, IoU >= {args.iou:g}: objects found by the run each rule picks")
+    for rule in RULES:
+        print(f"  {rule:<9} {counts[rule]:3d} of {total}")
+    print(f"held-out pick = monitor pick in {held_out_agrees} of {images} images; the truth's held-out loss is "
+          f"below every run's in {truth_below_all} of {images}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"recording": args.recording, "weights": args.weights, "opts": args.opts, "iou": args.iou,
+                       "pairs": args.pairs, "objects": total, "found": counts,
+                       "held_out_agrees_with_monitor": held_out_agrees, "truth_below_every_run": truth_below_all,
+                       "images": details}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
