@@ -407,7 +407,7 @@ def test_slot_evidence_is_each_slots_loss_rise_and_zero_for_empty_slots():
         return -(present * weights).sum(1) + rows.float()  # a per-run offset: evidence must cancel it
 
     from dive_d2.inversion.reseeding import slot_evidence
-    evidence = slot_evidence(layouts, layout_loss, tokenizer.none_token, tokenizer.num_slots)
+    evidence = slot_evidence(layouts, torch.arange(2), layout_loss, tokenizer.none_token, tokenizer.num_slots)
     assert evidence.tolist() == [[1.0, -0.5, 0.0], [0.0, -0.5, 0.0]]
     assert calls[0].tolist() == [0] * 4 + [1] * 4
 

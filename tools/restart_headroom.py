@@ -9,7 +9,7 @@ picks:
 
 - monitor: the lowest monitor loss (the detector's ``RESTART_SELECTION best``);
 - held-out: the lowest posterior loss on ``--pairs`` held-out (t, noise) pairs over the whole schedule
-  (``dive_d2.evaluation.objective_gap``): the choice a noise-free monitor would make;
+  (``dive_d2.evaluation.held_out_loss``): the choice a noise-free monitor would make;
 - oracle: the run that found the most objects (needs the ground truth: an upper bound for any choice);
 - union: objects any of the R runs found (an upper bound for pooling).
 
@@ -35,7 +35,7 @@ from tqdm import tqdm
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2.data import ground_truth_layout, prepare_datasets_from_config
 from dive_d2.data.from_config import register_first_images
-from dive_d2.evaluation import objective_gap
+from dive_d2.evaluation import held_out_loss
 from dive_d2.evaluation.objects_found import found_objects
 from dive_d2.inversion import replay_checks
 from dive_d2.loading import load_config, load_model
@@ -87,8 +87,10 @@ def main() -> None:
         truth = model.tokenizer.encode(true_boxes, true_classes, record["height"], record["width"])
         with torch.no_grad():
             latents = model.first_stage.encode(model.preprocess_images([mapper(record)]))
-            held_out, true_loss = objective_gap(model, latents.expand(restarts, -1, -1, -1), tokens.to(model.device),
-                                                truth[None].expand(restarts, -1).to(model.device), args.pairs)
+            # The runs' layouts and the truth, on the same held-out pairs, in one batch.
+            losses_held_out = held_out_loss(model, latents.expand(restarts + 1, -1, -1, -1),
+                                            torch.cat([tokens, truth[None]]).to(model.device), args.pairs)
+        held_out, true_loss = losses_held_out[:restarts], losses_held_out[restarts]
         found = []
         for layout in tokens:
             decoded = model.tokenizer.decode(layout, record["height"], record["width"])
@@ -100,11 +102,11 @@ def main() -> None:
             counts[rule] += int(found[run].sum())
         counts["union"] += int(found.any(0).sum())
         total += len(true_classes)
-        truth_below_all += int(true_loss[0] < held_out.min())
+        truth_below_all += int(true_loss < held_out.min())
         held_out_agrees += int(chosen["held-out"] == chosen["monitor"])
         details.append({"image": args.start_image + image, "objects": len(true_classes),
                         "found_per_run": found.sum(1).tolist(), "monitor_loss": monitor.tolist(),
-                        "held_out_loss": held_out.tolist(), "true_held_out_loss": float(true_loss[0])})
+                        "held_out_loss": held_out.tolist(), "true_held_out_loss": float(true_loss)})
 
     images = len(dataset_dicts)
     print(f"\n{images} images ({args.dataset} {args.start_image}..{args.start_image + images - 1}), {total} objects, "

@@ -11,9 +11,9 @@ from .layout_ranking import (
     layout_errors,
     rank_record,
 )
-from .objective_gap import objective_gap
+from .objective_gap import held_out_loss, objective_gap
 from .prior_recovery import prior_token_recovery
 
 __all__ = ["CORRUPTIONS", "ClassificationEvaluator", "InversionStatsEvaluator", "corrupt_layout",
-           "corruption_margins", "encode_record_image", "fixed_pairs", "layout_errors", "objective_gap",
-           "prior_token_recovery", "rank_record"]
+           "corruption_margins", "encode_record_image", "fixed_pairs", "held_out_loss", "layout_errors",
+           "objective_gap", "prior_token_recovery", "rank_record"]

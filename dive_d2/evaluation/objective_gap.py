@@ -15,25 +15,31 @@ from ..modeling.denoising import pairs_in_window
 
 
 @torch.no_grad()
-def objective_gap(model, latents: torch.Tensor, found_tokens: torch.Tensor, true_tokens: torch.Tensor,
-                  num_pairs: int = 128, seed: int = 12345) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior losses of found and true layouts on ``num_pairs`` held-out pairs over the whole schedule.
-
-    Args:
-        model: a DIVE model; its inversion's ``posterior_loss`` (and prior weight) is the objective.
-        latents: (B, C, h, w) first-stage latents.
-        found_tokens, true_tokens: (B, L) int64 layouts.
-        seed: seeds the pairs; keep it away from the inversion's own pair seeds (SEED .. SEED + 3).
-
-    Returns:
-        (found_loss (B,), true_loss (B,)) on the CPU.
-    """
+def held_out_loss(model, latents: torch.Tensor, tokens: torch.Tensor, num_pairs: int = 128,
+                  seed: int = 12345) -> torch.Tensor:
+    """(B,) posterior loss of B layouts (B, L) int64 for B latents (B, C, h, w) on ``num_pairs`` held-out
+    pairs over the whole schedule, on the CPU. ``seed`` seeds the pairs; keep it away from the inversion's
+    own pair seeds (SEED .. SEED + 3)."""
     timesteps, image_noise = pairs_in_window(num_pairs, tuple(latents.shape[1:]), model.scheduler, 0, 0, seed,
                                              latents.device)
     shape = (num_pairs, model.tokenizer.sequence_length, model.layout_encoder.config.width)
     prior_noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 1)).to(latents.device)
     vocabulary = model.layout_encoder.vocabulary()
-    found, true = (model.inversion.posterior_loss(model, latents, vocabulary[tokens], timesteps, image_noise,
-                                                  prior_noise).cpu()
-                   for tokens in (found_tokens, true_tokens))
-    return found, true
+    return model.inversion.posterior_loss(model, latents, vocabulary[tokens], timesteps, image_noise,
+                                          prior_noise).cpu()
+
+
+def objective_gap(model, latents: torch.Tensor, found_tokens: torch.Tensor, true_tokens: torch.Tensor,
+                  num_pairs: int = 128, seed: int = 12345) -> tuple[torch.Tensor, torch.Tensor]:
+    """``held_out_loss`` of the found and of the true layouts, on the same pairs.
+
+    Args:
+        model: a DIVE model; its inversion's ``posterior_loss`` (and prior weight) is the objective.
+        latents: (B, C, h, w) first-stage latents.
+        found_tokens, true_tokens: (B, L) int64 layouts.
+
+    Returns:
+        (found_loss (B,), true_loss (B,)) on the CPU.
+    """
+    return (held_out_loss(model, latents, found_tokens, num_pairs, seed),
+            held_out_loss(model, latents, true_tokens, num_pairs, seed))

@@ -19,26 +19,26 @@ from collections.abc import Callable
 
 import torch
 
+from ..layout import leave_one_out_layouts
 from .parameterisations import BoxSlots
 
 logger = logging.getLogger(__name__)
 
 
-def slot_evidence(tokens: torch.Tensor, layout_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                  none_token: int, num_slots: int) -> torch.Tensor:
+def slot_evidence(tokens: torch.Tensor, runs: torch.Tensor,
+                  layout_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], none_token: int,
+                  num_slots: int) -> torch.Tensor:
     """(R, N) leave-one-out evidence of every slot of R layouts: loss without the slot minus loss of the
     layout (positive: the slot explains part of the image); exactly 0 for empty slots.
 
     Args:
-        tokens: (R, L) int64 layouts, L = 3 * num_slots.
-        layout_loss: (rows (K,) int64 into the R runs, (K, L) layouts) -> (K,) loss.
+        tokens: (R, L) int64 layouts, L = 3 * num_slots; runs: (R,) int64, the run each layout belongs to.
+        layout_loss: (runs (K,) int64, (K, L) layouts) -> (K,) loss.
     """
-    runs = len(tokens)
-    variants = tokens[:, None, :].repeat(1, num_slots + 1, 1)  # variant 0: the layout itself
-    for slot in range(num_slots):
-        variants[:, slot + 1, 3 * slot : 3 * slot + 3] = none_token
-    rows = torch.arange(runs, device=tokens.device).repeat_interleave(num_slots + 1)
-    losses = layout_loss(rows, variants.flatten(0, 1)).view(runs, num_slots + 1)
+    every_slot = torch.arange(num_slots)
+    variants = torch.stack([leave_one_out_layouts(layout, every_slot, none_token) for layout in tokens])
+    losses = layout_loss(runs.to(tokens.device).repeat_interleave(num_slots + 1),
+                         variants.flatten(0, 1)).view(len(tokens), num_slots + 1)
     evidence = losses[:, 1:] - losses[:, :1]
     empty = tokens[:, 0::3] == none_token
     return evidence.masked_fill(empty.to(evidence.device), 0.0)
@@ -55,7 +55,7 @@ class SlotReseeding:
         Args:
             layout: the BoxSlots of R runs being optimised.
             vocabulary: (V, width) the frozen table.
-            layout_loss: (rows (K,) int64 run indices, (K, L) int64 layouts) -> (K,) monitor loss.
+            layout_loss: (runs (K,) int64 run indices, (K, L) int64 layouts) -> (K,) monitor loss.
             new_slot: (run, steps done) -> (class () int64, box (4,) XYXY normalised) of a reseeded slot,
                 drawn from that run's own seed.
             period: steps between reseeding checks (> 0).
@@ -83,8 +83,7 @@ class SlotReseeding:
         tokens = self.layout.tokens(self.vocabulary)[runs.to(self.vocabulary.device)]
         with torch.no_grad():
             evidence = torch.cat([
-                slot_evidence(part, lambda rows, layouts, part_runs=part_runs: self.layout_loss(
-                    part_runs.to(layouts.device)[rows], layouts), tokenizer.none_token, tokenizer.num_slots)
+                slot_evidence(part, part_runs, self.layout_loss, tokenizer.none_token, tokenizer.num_slots)
                 for part, part_runs in zip(tokens.split(self.chunk), runs.split(self.chunk), strict=True)]).cpu()
         weakest_evidence, weakest = evidence.min(dim=1)  # ties: the first slot
         chosen = weakest_evidence <= self.max_rise

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from ..layout import leave_one_out_layouts
+
 SCORES = ("leave_one_out", "margin", "constant")
 
 
@@ -29,9 +31,7 @@ def leave_one_out_scores(model, inversion, latents: torch.Tensor, tokens: torch.
     """
     if len(slots) == 0:
         return torch.zeros(0, device=latents.device)
-    variants = tokens.repeat(len(slots) + 1, 1)
-    for row, slot in enumerate(slots.tolist(), start=1):
-        variants[row, 3 * slot : 3 * slot + 3] = model.tokenizer.none_token
+    variants = leave_one_out_layouts(tokens, slots, model.tokenizer.none_token)
     vocabulary = model.layout_encoder.vocabulary().detach()
     with torch.no_grad():
         losses = inversion.posterior_loss(model, latents.expand(len(variants), -1, -1, -1), vocabulary[variants],

@@ -8,7 +8,8 @@ A move changes one object slot's (class, top-left, bottom-right) triple:
 
 Two users, one definition: the inversion's polish searches all moves of a layout
 (dive_d2/inversion/polish.py), and p(x|y)'s ranking loss trains the true layout to beat one random move
-of it (``random_object_moves``, dive_d2/modeling/meta_arch.py).
+of it (``random_object_moves``, dive_d2/modeling/meta_arch.py). The removals alone
+(``leave_one_out_layouts``) give the leave-one-out evidence of scoring and of slot reseeding.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def slot_moves(tokens: torch.Tensor, slot: int, tokenizer: LayoutTokenizer, shif
     candidates = tokens.repeat(len(triples), 1)
     candidates[:, start : start + 3] = torch.tensor(triples, dtype=tokens.dtype, device=tokens.device)
     return candidates
+
+
+def leave_one_out_layouts(tokens: torch.Tensor, slots: torch.Tensor, none_token: int) -> torch.Tensor:
+    """(K + 1, L) int64: the layout ``tokens`` (L,) itself, then one copy per slot in ``slots`` (K,) with
+    that slot's triple set to ``none``."""
+    layouts = tokens.repeat(len(slots) + 1, 1)
+    for row, slot in enumerate(slots.tolist(), start=1):
+        layouts[row, 3 * slot : 3 * slot + 3] = none_token
+    return layouts
 
 
 def random_object_moves(tokens: torch.Tensor, tokenizer: LayoutTokenizer, shifts: Sequence[int],
