@@ -118,8 +118,12 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.PRIOR_WEIGHT = 1.0  # lambda of the prior's denoising error; 0 turns p(y) off
     cfg.MODEL.DIVE.INVERSION.SNAP = True  # straight-through snapping each step; False: snap once at the end
     cfg.MODEL.DIVE.INVERSION.METRIC = "l2"  # snapping metric: "l2" or "cosine"
-    cfg.MODEL.DIVE.INVERSION.INIT = "random"  # "random" (vocabulary statistics) or "prior" (a p(y) sample)
+    cfg.MODEL.DIVE.INVERSION.INIT = "random"  # "random" (vocabulary statistics), "prior" (a p(y) sample), "error_map"
     cfg.MODEL.DIVE.INVERSION.PRIOR_INIT_STEPS = 50  # DDIM steps of the prior sample for INIT "prior"
+    # INIT "error_map" (box parameterisation): slot centres drawn from the empty layout's per-pixel denoising
+    # error raised to this power, where p(x|y) cannot explain the image without objects
+    # (dive_d2/inversion/error_map.py)
+    cfg.MODEL.DIVE.INVERSION.ERROR_MAP_POWER = 2.0
     # What gradient descent moves: "embedding" (the paper's free sequence v) or "box" (per slot class logits
     # and a sigmoid centre/size box through the smooth corner embedding); dive_d2/inversion/parameterisations.py
     cfg.MODEL.DIVE.INVERSION.PARAMETERISATION = "embedding"

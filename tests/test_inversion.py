@@ -138,7 +138,7 @@ def test_eval_forward_returns_instances_for_mixed_inputs(parameterisation):
 
 
 @pytest.mark.parametrize("parameterisation,initialisation", [("embedding", "random"), ("box", "random"),
-                                                               ("box", "prior")])
+                                                               ("box", "prior"), ("box", "error_map")])
 def test_same_seed_same_detections_whatever_the_batch(parameterisation, initialisation):
     model = tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", parameterisation, "MODEL.DIVE.INVERSION.INIT",
                        initialisation, "MODEL.DIVE.INVERSION.PRIOR_INIT_STEPS", "3")
@@ -470,3 +470,55 @@ def test_reseeded_inversion_changes_the_search_and_keeps_images_independent_of_t
         without = plain.inversion(plain, latents, [0, 1, 2])
     assert torch.equal(together.tokens, torch.cat([result.tokens for result in alone]))
     assert not torch.equal(together.tokens, without.tokens), "reseeding never changed a layout"
+
+
+def test_error_map_starts_follow_the_map_and_spread_over_it():
+    from dive_d2.inversion.error_map import error_map_slots
+
+    error_map = torch.zeros(16, 16)
+    error_map[3, 12] = 1.0  # one object, top right
+    error_map[12, 2] = 0.5  # another, bottom left
+    classes, boxes = error_map_slots(torch.Generator().manual_seed(3), error_map, 4, num_classes=3)
+    cells = ((boxes[:, :2] + boxes[:, 2:]) / 2 * 16).floor().long()  # (x, y) cell of each centre
+    sides = boxes[:, 2:] - boxes[:, :2]
+    assert classes.shape == (4,) and ((classes >= 0) & (classes < 3)).all()
+    assert ((sides >= 0.1) & (sides <= 0.4)).all()
+    # A slot's box (at least 1.6 cells wide) clears its cell, so the second slot starts on the other object.
+    assert sorted(cells[:2].tolist()) == [[2, 12], [12, 3]]
+    again = error_map_slots(torch.Generator().manual_seed(3), error_map, 4, num_classes=3)
+    assert torch.equal(again[0], classes) and torch.equal(again[1], boxes)
+    _, uniform = error_map_slots(torch.Generator().manual_seed(3), torch.zeros(16, 16), 4, num_classes=3)
+    uniform_centres = (uniform[:, :2] + uniform[:, 2:]) / 2
+    assert ((uniform_centres >= 0.1) & (uniform_centres <= 0.9)).all()
+
+
+def test_empty_layout_error_map_averages_to_the_empty_layouts_denoising_error():
+    from dive_d2.inversion.error_map import empty_layout_error_map
+
+    model = tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", "box", "MODEL.DIVE.INVERSION.INIT", "error_map")
+    latents = model.first_stage.encode(model.preprocess_images(
+        [make_input(3, 64, 64, [], [], seed=s) for s in range(2)]))
+    timesteps, noise, _ = model.inversion.monitor_pairs_for(model, latents)
+    with torch.no_grad():
+        maps = empty_layout_error_map(model, latents, timesteps, noise)
+        empty = torch.full((model.tokenizer.sequence_length,), model.tokenizer.none_token)
+        vocabulary = model.layout_encoder.vocabulary()
+        expected = torch.stack([
+            model.image_denoising_error(image[None].expand(len(timesteps), -1, -1, -1),
+                                        vocabulary[empty][None].expand(len(timesteps), -1, -1), timesteps,
+                                        noise).mean() for image in latents])
+    assert maps.shape == (2, *latents.shape[-2:])
+    assert torch.allclose(maps.mean(dim=(1, 2)), expected, rtol=1e-5)
+    assert not torch.allclose(maps[0], maps[1]), "each image has its own map"
+
+
+def test_error_map_initialisation_starts_slots_on_the_map_and_needs_box_slots():
+    model = tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", "box", "MODEL.DIVE.INVERSION.INIT", "error_map")
+    error_maps = torch.zeros(2, 8, 8)
+    error_maps[0, 0, 0] = 1.0  # image 0: only the top-left cell
+    error_maps[1, 7, 7] = 1.0  # image 1: only the bottom-right cell
+    _, boxes = model.inversion.initial_slots(model, [5, 6], torch.device("cpu"), error_maps)
+    first_centres = (boxes[:, 0, :2] + boxes[:, 0, 2:]) / 2
+    assert (first_centres[0] <= 1 / 8).all() and (first_centres[1] >= 7 / 8).all()
+    with pytest.raises(ValueError, match="error_map"):
+        tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", "embedding", "MODEL.DIVE.INVERSION.INIT", "error_map")

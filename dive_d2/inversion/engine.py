@@ -43,13 +43,14 @@ from detectron2.config import configurable
 
 from ..modeling.denoising import pairs_in_window
 from ..sampling import sample_layout_embeddings
+from .error_map import empty_layout_error_map, error_map_slots
 from .parameterisations import PARAMETERISATIONS, BoxSlots, EmbeddingSequence, annealed_smoothing
 from .polish import polish_layout
 from .reseeding import SlotReseeding
 
 logger = logging.getLogger(__name__)
 
-INITIALISATIONS = ("random", "prior")
+INITIALISATIONS = ("random", "prior", "error_map")
 
 
 @dataclass
@@ -290,6 +291,7 @@ class LayoutInversion:
         metric: str = "l2",
         initialisation: str = "random",
         prior_init_steps: int = 50,
+        error_map_power: float = 2.0,
         parameterisation: str = "embedding",
         box_smoothing: float = 0.0,
         box_smoothing_start: float = 0.0,
@@ -308,6 +310,9 @@ class LayoutInversion:
                              f"got {parameterisation!r}")
         if initialisation not in INITIALISATIONS:
             raise ValueError(f"inversion initialisation must be one of {INITIALISATIONS}, got {initialisation!r}")
+        if initialisation == "error_map" and parameterisation != "box":
+            raise ValueError("MODEL.DIVE.INVERSION.INIT 'error_map' places box slots and needs PARAMETERISATION "
+                             f"'box', got {parameterisation!r}")
         if restarts < 1:
             raise ValueError(f"inversion restarts must be at least 1, got {restarts}")
         if box_smoothing_start > 0 and (box_smoothing <= 0 or box_smoothing_anneal_steps < 1):
@@ -334,6 +339,7 @@ class LayoutInversion:
         self.metric = metric
         self.initialisation = initialisation
         self.prior_init_steps = prior_init_steps
+        self.error_map_power = error_map_power
         self.parameterisation = parameterisation
         self.box_smoothing = box_smoothing
         self.box_smoothing_start = box_smoothing_start
@@ -363,6 +369,7 @@ class LayoutInversion:
             "metric": inversion.METRIC,
             "initialisation": inversion.INIT,
             "prior_init_steps": inversion.PRIOR_INIT_STEPS,
+            "error_map_power": inversion.ERROR_MAP_POWER,
             "parameterisation": inversion.PARAMETERISATION,
             "box_smoothing": inversion.BOX_SMOOTHING,
             "box_smoothing_start": inversion.BOX_SMOOTHING_START,
@@ -417,17 +424,23 @@ class LayoutInversion:
         std = torch.stack([vocabulary[allowed[p]].std(0) for p in range(len(allowed))])
         return seeded_starts(mean, std, image_seeds)
 
-    def initial_slots(self, model, image_seeds: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def initial_slots(self, model, image_seeds: list[int], device: torch.device,
+                      error_maps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Starting classes (B, N) (num_classes = empty) and boxes (B, N, 4) (XYXY, normalised) of the box
         parameterisation. "random": every slot an object of a random class with a random box (centre uniform
         in [0.1, 0.9], sides uniform in [0.1, 0.4]); "prior": the snapped prior sample's objects, empty slots
-        keep a random box for when they turn into objects."""
+        keep a random box for when they turn into objects; "error_map": random objects whose centres follow
+        ``error_maps`` (B, h, w), the empty layout's error map of each image (``error_map.py``)."""
         tokenizer = model.tokenizer
         slots = tokenizer.num_slots
         classes, boxes = [], []
-        for image_seed in image_seeds:
-            image_classes, image_boxes = random_slots(torch.Generator().manual_seed(image_seed), slots,
-                                                      tokenizer.num_classes)
+        for row, image_seed in enumerate(image_seeds):
+            generator = torch.Generator().manual_seed(image_seed)
+            if self.initialisation == "error_map":
+                image_classes, image_boxes = error_map_slots(generator, error_maps[row], slots, tokenizer.num_classes,
+                                                             self.error_map_power)
+            else:
+                image_classes, image_boxes = random_slots(generator, slots, tokenizer.num_classes)
             classes.append(image_classes)
             boxes.append(image_boxes)
         classes, boxes = torch.stack(classes), torch.stack(boxes)
@@ -442,10 +455,13 @@ class LayoutInversion:
                 boxes[row, decoded.slots] = decoded.boxes
         return classes.to(device), boxes.to(device)
 
-    def initial_layout(self, model, image_seeds: list[int], device: torch.device):
-        """The parameterised starting layouts of a batch (an EmbeddingSequence or BoxSlots)."""
+    def initial_layout(self, model, image_seeds: list[int], device: torch.device,
+                       error_maps: torch.Tensor | None = None):
+        """The parameterised starting layouts of a batch (an EmbeddingSequence or BoxSlots); ``error_maps``
+        (B, h, w) only for ``INIT error_map``."""
         if self.parameterisation == "box":
-            return BoxSlots(model, *self.initial_slots(model, image_seeds, device), smoothing=self.box_smoothing)
+            return BoxSlots(model, *self.initial_slots(model, image_seeds, device, error_maps),
+                            smoothing=self.box_smoothing)
         return EmbeddingSequence(self.initial_embeddings(model, image_seeds).to(device),
                                  model.tokenizer.allowed_tokens(), self.metric)
 
@@ -539,7 +555,9 @@ class LayoutInversion:
         def monitor_loss(index, embeddings):
             return self.posterior_loss(model, latents[index], embeddings, *monitor)
 
-        layout = self.initial_layout(model, run_seeds, device)
+        error_maps = (empty_layout_error_map(model, latents, *monitor[:2]) if self.initialisation == "error_map"
+                      else None)
+        layout = self.initial_layout(model, run_seeds, device, error_maps)
         vocabulary = model.layout_encoder.vocabulary().detach()
         return optimise_tokens(layout, vocabulary, step_loss, monitor_loss, self.search_settings(),
                                self.record_history, self.smoothing_schedule(layout),

@@ -1,0 +1,73 @@
+"""Starting boxes where p(x|y) cannot explain the image without a layout (``INIT error_map``).
+
+Given the empty layout (every slot ``none``), p(x|y) denoises the background well and the objects badly: on
+the first 48 ``dive_shapes_val`` images the squared per-pixel denoising error of the empty layout puts 93-95%
+of its mass inside the ground-truth boxes, which cover 20-26% of the image (docs/detection.md, "Starts
+from the empty layout's error map"). The error map is the model's own signal, not a second detector: it
+only decides where each run's slots start, and gradient descent on the posterior loss does the rest.
+
+Each slot's centre is drawn from the map raised to a power (a density over the latent grid), then the map
+is cleared inside that slot's starting box, so a run's slots start on different parts of the image. Box
+sizes and classes are drawn as the random start draws them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def empty_layout_error_map(model, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) per-position denoising error of p(x|y) given the empty layout, averaged over the K pairs and
+    the latent channels.
+
+    Args:
+        model: a DIVE model; latents: (B, C, h, w); timesteps: (K,) int64; noise: (K, C, h, w), shared by all
+            images (the monitor's pairs).
+    """
+    tokenizer = model.tokenizer
+    empty = torch.full((tokenizer.sequence_length,), tokenizer.none_token, dtype=torch.long, device=latents.device)
+    count = len(timesteps)
+    context = model.layout_encoder(model.layout_encoder.vocabulary()[empty][None].expand(count, -1, -1))
+    maps = []
+    for image in latents:
+        noisy = model.scheduler.add_noise(image[None].expand(count, -1, -1, -1), noise, timesteps)
+        predicted = model.predict_image_noise(noisy, timesteps, context)
+        maps.append(((predicted - noise) ** 2).mean(dim=(0, 1)))
+    return torch.stack(maps)
+
+
+def error_map_slots(generator: torch.Generator, error_map: torch.Tensor, count: int, num_classes: int,
+                    power: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` starting objects whose centres follow ``error_map``: classes (count,) int64 uniform over the
+    classes, boxes (count, 4) XYXY normalised to [0, 1], sides uniform in [0.1, 0.4] (as ``random_slots``).
+
+    Args:
+        generator: a CPU generator (the run's seed); error_map: (h, w) non-negative, any device.
+        power: the density is ``error_map ** power`` (higher: closer to the map's peaks).
+
+    Slot k's centre is a grid cell drawn from the density (uniform within the cell); the density is then set
+    to 0 inside slot k's box. When nothing is left, centres are uniform in [0.1, 0.9] as in the random start.
+    """
+    density = error_map.detach().float().cpu().clamp(min=0) ** power
+    height, width = density.shape
+    size = 0.1 + 0.3 * torch.rand(count, 2, generator=generator)
+    classes = torch.randint(0, num_classes, (count,), generator=generator)
+    cell_size = torch.tensor([1.0 / width, 1.0 / height])
+    cell_x = (torch.arange(width) + 0.5) / width
+    cell_y = (torch.arange(height) + 0.5) / height
+    centres = []
+    for slot in range(count):
+        jitter = torch.rand(2, generator=generator)
+        if density.sum() > 0:
+            cell = int(torch.multinomial(density.flatten(), 1, generator=generator))
+            centre = (torch.tensor([cell % width, cell // width]) + jitter) * cell_size
+        else:
+            centre = 0.1 + 0.8 * jitter
+        centres.append(centre)
+        low, high = centre - size[slot] / 2, centre + size[slot] / 2
+        inside_x = (cell_x >= low[0]) & (cell_x <= high[0])
+        inside_y = (cell_y >= low[1]) & (cell_y <= high[1])
+        density[inside_y[:, None] & inside_x[None, :]] = 0
+    centres = torch.stack(centres)
+    return classes, torch.cat([centres - size / 2, centres + size / 2], dim=1)
