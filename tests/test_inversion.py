@@ -473,8 +473,11 @@ def test_reseeded_inversion_changes_the_search_and_keeps_images_independent_of_t
 
 
 def test_error_map_starts_follow_the_map_and_spread_over_it():
-    from dive_d2.inversion.error_map import error_map_slots
+    from dive_d2.inversion.error_map import box_mask, error_map_slots
 
+    mask = box_mask(torch.tensor([[0.25, 0.25, 0.5, 0.75], [0.8, 0.8, 0.9, 0.9]]), 4, 4)
+    assert mask.nonzero().tolist() == [[1, 1], [2, 1], [3, 3]]  # (row, column): cells whose centre is inside
+    assert not box_mask(torch.zeros(0, 4), 4, 4).any()
     error_map = torch.zeros(16, 16)
     error_map[3, 12] = 1.0  # one object, top right
     error_map[12, 2] = 0.5  # another, bottom left

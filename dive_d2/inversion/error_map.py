@@ -37,6 +37,16 @@ def empty_layout_error_map(model, latents: torch.Tensor, timesteps: torch.Tensor
     return torch.stack(maps)
 
 
+def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(height, width) bool: the grid cells whose centre lies in any of ``boxes`` (K, 4), XYXY normalised to
+    [0, 1] (edges included)."""
+    cell_x = (torch.arange(width, device=boxes.device) + 0.5) / width
+    cell_y = (torch.arange(height, device=boxes.device) + 0.5) / height
+    inside_x = (cell_x >= boxes[:, 0, None]) & (cell_x <= boxes[:, 2, None])  # (K, width)
+    inside_y = (cell_y >= boxes[:, 1, None]) & (cell_y <= boxes[:, 3, None])  # (K, height)
+    return (inside_y[:, :, None] & inside_x[:, None, :]).any(dim=0)
+
+
 def error_map_slots(generator: torch.Generator, error_map: torch.Tensor, count: int, num_classes: int,
                     power: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` starting objects whose centres follow ``error_map``: classes (count,) int64 uniform over the
@@ -54,8 +64,6 @@ def error_map_slots(generator: torch.Generator, error_map: torch.Tensor, count: 
     size = 0.1 + 0.3 * torch.rand(count, 2, generator=generator)
     classes = torch.randint(0, num_classes, (count,), generator=generator)
     cell_size = torch.tensor([1.0 / width, 1.0 / height])
-    cell_x = (torch.arange(width) + 0.5) / width
-    cell_y = (torch.arange(height) + 0.5) / height
     centres = []
     for slot in range(count):
         jitter = torch.rand(2, generator=generator)
@@ -65,9 +73,6 @@ def error_map_slots(generator: torch.Generator, error_map: torch.Tensor, count: 
         else:
             centre = 0.1 + 0.8 * jitter
         centres.append(centre)
-        low, high = centre - size[slot] / 2, centre + size[slot] / 2
-        inside_x = (cell_x >= low[0]) & (cell_x <= high[0])
-        inside_y = (cell_y >= low[1]) & (cell_y <= high[1])
-        density[inside_y[:, None] & inside_x[None, :]] = 0
+        density[box_mask(torch.cat([centre - size[slot] / 2, centre + size[slot] / 2])[None], height, width)] = 0
     centres = torch.stack(centres)
     return classes, torch.cat([centres - size / 2, centres + size / 2], dim=1)
