@@ -1,9 +1,9 @@
 """Starting boxes where p(x|y) cannot explain the image without a layout (``INIT error_map``).
 
 Given the empty layout (every slot ``none``), p(x|y) denoises the background well and the objects badly: on
-the first 48 ``dive_shapes_val`` images the squared per-pixel denoising error of the empty layout puts 93-95%
-of its mass inside the ground-truth boxes, which cover 20-26% of the image (docs/detection.md, "Starts
-from the empty layout's error map"). The error map is the model's own signal, not a second detector: it
+the first 48 ``dive_shapes_val`` images the squared per-pixel denoising error of the empty layout (the
+monitor's 16 pairs) puts 99% of its mass inside the ground-truth boxes, which cover 21-27% of the image
+(``tools/error_map_check.py``; docs/detection.md, "Starts from the empty layout's error map"). The error map is the model's own signal, not a second detector: it
 only decides where each run's slots start, and gradient descent on the posterior loss does the rest.
 
 Each slot's centre is drawn from the map raised to a power (a density over the latent grid), then the map
