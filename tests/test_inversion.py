@@ -523,5 +523,7 @@ def test_error_map_initialisation_starts_slots_on_the_map_and_needs_box_slots():
     _, boxes = model.inversion.initial_slots(model, [5, 6], torch.device("cpu"), error_maps)
     first_centres = (boxes[:, 0, :2] + boxes[:, 0, 2:]) / 2
     assert (first_centres[0] <= 1 / 8).all() and (first_centres[1] >= 7 / 8).all()
+    with pytest.raises(ValueError, match="one error map per start"):
+        model.inversion.initial_slots(model, [5, 6, 7], torch.device("cpu"), error_maps)
     with pytest.raises(ValueError, match="error_map"):
         tiny_model("MODEL.DIVE.INVERSION.PARAMETERISATION", "embedding", "MODEL.DIVE.INVERSION.INIT", "error_map")

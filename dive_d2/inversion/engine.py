@@ -10,9 +10,10 @@ estimator v' = v + (snap(v) - v).detach(): the models only ever see real tokens,
 the continuous v (``snap=False`` optimises v itself and snaps once at the end, the paper's ablation).
 The generator's and the prior's weights stay frozen.
 
-Per image: its own v (initialised from the vocabulary's statistics, or from a prior sample), its own Adam
-state (Adam is elementwise and the loss is a sum over images, so images in a batch do not interact), its
-own monitor and its own stopping step. Every ``monitor_period`` steps the posterior loss of the snapped
+Per image: its own v (initialised from the vocabulary's statistics, or from a prior sample; box slots also
+where the empty layout leaves denoising error, ``error_map.py``), its own Adam state (Adam is elementwise
+and the loss is a sum over images, so images in a batch do not interact), its own monitor and its own
+stopping step. Every ``monitor_period`` steps the posterior loss of the snapped
 layout is measured on a separate fixed set of pairs. The best layout is kept, and an image stops when its
 monitor has not improved for ``patience`` checks, or at ``max_steps``. All randomness comes from
 ``seed`` and a per-image seed, so the result for an image does not depend on its batch.
@@ -310,9 +311,9 @@ class LayoutInversion:
                              f"got {parameterisation!r}")
         if initialisation not in INITIALISATIONS:
             raise ValueError(f"inversion initialisation must be one of {INITIALISATIONS}, got {initialisation!r}")
-        if initialisation == "error_map" and parameterisation != "box":
-            raise ValueError("MODEL.DIVE.INVERSION.INIT 'error_map' places box slots and needs PARAMETERISATION "
-                             f"'box', got {parameterisation!r}")
+        if initialisation == "error_map" and (parameterisation != "box" or error_map_power <= 0):
+            raise ValueError("MODEL.DIVE.INVERSION.INIT 'error_map' places box slots: it needs PARAMETERISATION "
+                             f"'box' and ERROR_MAP_POWER > 0, got {parameterisation!r} and {error_map_power}")
         if restarts < 1:
             raise ValueError(f"inversion restarts must be at least 1, got {restarts}")
         if box_smoothing_start > 0 and (box_smoothing <= 0 or box_smoothing_anneal_steps < 1):
@@ -434,6 +435,9 @@ class LayoutInversion:
         tokenizer = model.tokenizer
         slots = tokenizer.num_slots
         classes, boxes = [], []
+        if self.initialisation == "error_map" and (error_maps is None or len(error_maps) != len(image_seeds)):
+            raise ValueError(f"INIT error_map needs one error map per start: {len(image_seeds)} seeds, error_maps "
+                             f"{None if error_maps is None else tuple(error_maps.shape)}")
         for row, image_seed in enumerate(image_seeds):
             generator = torch.Generator().manual_seed(image_seed)
             if self.initialisation == "error_map":
