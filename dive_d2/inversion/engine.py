@@ -489,7 +489,11 @@ class LayoutInversion:
             image_seeds: B integers, one per image (e.g. from its image_id), for its initialisation.
         """
         run_seeds = [restart_seed(seed, restart) for seed in image_seeds for restart in range(self.restarts)]
-        runs = self.invert_runs(model, latents.repeat_interleave(self.restarts, dim=0), run_seeds)
+        error_maps = None
+        if self.initialisation == "error_map":  # once per image, not once per restart
+            timesteps, noise, _ = self.monitor_pairs_for(model, latents)
+            error_maps = empty_layout_error_map(model, latents, timesteps, noise).repeat_interleave(self.restarts, 0)
+        runs = self.invert_runs(model, latents.repeat_interleave(self.restarts, dim=0), run_seeds, error_maps)
         best = best_restarts(runs.monitor_loss, self.restarts)
         on_device = best.to(runs.tokens.device)
         batch = len(image_seeds)
@@ -540,8 +544,10 @@ class LayoutInversion:
                         int((layout != tokens[image]).view(-1, 3).any(dim=1).sum()), loss)
         return torch.stack(polished), torch.tensor(losses)
 
-    def invert_runs(self, model, latents: torch.Tensor, run_seeds: list[int]) -> InversionResult:
-        """One inversion per row of ``latents`` (R, C, h, w), started from ``run_seeds`` (R integers)."""
+    def invert_runs(self, model, latents: torch.Tensor, run_seeds: list[int],
+                    error_maps: torch.Tensor | None = None) -> InversionResult:
+        """One inversion per row of ``latents`` (R, C, h, w), started from ``run_seeds`` (R integers) and, for
+        ``INIT error_map``, from ``error_maps`` (R, h, w)."""
         device = latents.device
         width = model.layout_encoder.config.width
         length = model.tokenizer.sequence_length
@@ -559,8 +565,6 @@ class LayoutInversion:
         def monitor_loss(index, embeddings):
             return self.posterior_loss(model, latents[index], embeddings, *monitor)
 
-        error_maps = (empty_layout_error_map(model, latents, *monitor[:2]) if self.initialisation == "error_map"
-                      else None)
         layout = self.initial_layout(model, run_seeds, device, error_maps)
         vocabulary = model.layout_encoder.vocabulary().detach()
         return optimise_tokens(layout, vocabulary, step_loss, monitor_loss, self.search_settings(),
