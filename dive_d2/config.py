@@ -101,6 +101,12 @@ def add_dive_config(cfg: CN) -> CN:
     # loss keeps every sample. Ranking only t in [200, 700) did not steepen the basin (docs/generative_pair.md).
     cfg.MODEL.DIVE.RANKING.MIN_TIMESTEP = 0
     cfg.MODEL.DIVE.RANKING.MAX_TIMESTEP = 0
+    # Hard negatives (session 17): a file of tools/mine_negatives.py, wrong layouts the inversion returned for
+    # training images (dive_d2/data/hard_negatives.py). When set, the ranking term ranks each step
+    # NEGATIVES_PER_STEP of those images' true layouts against their mined layouts instead of random moves
+    # (SHIFTS unused); the denoising loss keeps the training batch. "" = random moves.
+    cfg.MODEL.DIVE.RANKING.NEGATIVES = ""
+    cfg.MODEL.DIVE.RANKING.NEGATIVES_PER_STEP = 8
 
     # Detection by inversion, see dive_d2/inversion/engine.py (eval mode of DIVE).
     cfg.MODEL.DIVE.INVERSION = CN()

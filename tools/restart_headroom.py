@@ -25,20 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import torch
-from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data import DatasetMapper
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 import dive_d2  # noqa: F401  (registers datasets and models)
-from dive_d2.data import ground_truth_layout, prepare_datasets_from_config
-from dive_d2.data.from_config import register_first_images
+from dive_d2.data import ground_truth_layout
 from dive_d2.evaluation import held_out_loss
 from dive_d2.evaluation.objects_found import found_objects
-from dive_d2.inversion import replay_checks
-from dive_d2.loading import load_config, load_model
+from dive_d2.evaluation.recordings import load_recorded_runs
 
 RULES = ("monitor", "held-out", "oracle", "union")
 
@@ -58,31 +55,17 @@ def main() -> None:
     args = parser.parse_args()
     setup_logger(name="dive_d2")
 
-    recorded = torch.load(os.path.join(args.recording, "history.pth"), weights_only=False)
-    if recorded["opts"] != args.opts:
-        raise ValueError(f"{args.recording}/history.pth was recorded with options {recorded['opts']}, "
-                         f"not {args.opts}")
-    histories = recorded["histories"]
-    steps = [step for step, *_ in histories[0]]
-    cfg = load_config(args.config_file, [*args.opts, "MODEL.DIVE.INVERSION.MAX_STEPS", str(steps[-1])])
-    prepare_datasets_from_config(cfg)
-    model = load_model(cfg, args.weights)
-    restarts = model.inversion.restarts
-    dataset_dicts = DatasetCatalog.get(register_first_images(args.dataset, args.num_images, args.start_image))
-    if restarts < 2 or len(histories) != len(dataset_dicts) * restarts:
-        raise ValueError(f"{args.recording}/history.pth holds {len(histories)} runs: expected RESTARTS >= 2 runs "
-                         f"for each of {len(dataset_dicts)} images (RESTARTS here: {restarts})")
-    mapper = DatasetMapper(cfg, is_train=False)
-    losses = torch.stack([torch.stack([loss for _, loss, _, _ in history]) for history in histories], dim=1)
-    best_check, _ = replay_checks(losses, steps)
+    recorded = load_recorded_runs(args.recording, args.config_file, args.weights, args.dataset, args.start_image,
+                                  args.num_images, args.opts)
+    model, dataset_dicts = recorded.model, recorded.dataset_dicts
+    restarts = recorded.tokens.shape[1]
+    mapper = DatasetMapper(recorded.cfg, is_train=False)
 
     counts = dict.fromkeys(RULES, 0)
     total, truth_below_all, held_out_agrees = 0, 0, 0
     details = []
     for image, record in enumerate(tqdm(dataset_dicts, desc="images", unit="image")):
-        runs = range(image * restarts, (image + 1) * restarts)
-        tokens = torch.stack([histories[run][int(best_check[run])][2] for run in runs])
-        monitor = torch.stack([losses[best_check[run], run] for run in runs])
+        tokens, monitor = recorded.tokens[image], recorded.monitor[image]
         true_boxes, true_classes = ground_truth_layout(record)
         truth = model.tokenizer.encode(true_boxes, true_classes, record["height"], record["width"])
         with torch.no_grad():

@@ -25,3 +25,12 @@ def found_objects(true_boxes: torch.Tensor, true_classes: torch.Tensor, boxes: t
     overlaps = pairwise_iou(Boxes(true_boxes.float().reshape(-1, 4)), Boxes(boxes.float().reshape(-1, 4)))
     same_class = true_classes.reshape(-1, 1) == classes.reshape(1, -1)
     return ((overlaps >= iou_threshold) & same_class).any(dim=1)
+
+
+def is_wrong_layout(true_boxes: torch.Tensor, true_classes: torch.Tensor, boxes: torch.Tensor,
+                    classes: torch.Tensor, iou_threshold: float = 0.5) -> bool:
+    """Whether a layout is clearly not the truth: it misses a true object (no same-class box at IoU >=
+    ``iou_threshold``) or holds a different number of objects. Boxes (K, 4) / (D, 4) XYXY in one unit."""
+    if len(boxes) != len(true_boxes):
+        return True
+    return not bool(found_objects(true_boxes, true_classes, boxes, classes, iou_threshold).all())

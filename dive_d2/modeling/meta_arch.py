@@ -30,6 +30,7 @@ from detectron2.structures import Boxes, Instances
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
+from ..data.hard_negatives import HardNegativeImage, load_hard_negatives
 from ..inversion import (
     RESTART_SELECTIONS,
     SCORES,
@@ -97,6 +98,8 @@ class DIVE(nn.Module):
         ranking_temperature: float = 0.05,
         ranking_shifts: tuple[int, ...] = (1, 2, 4, 8),
         ranking_timesteps: tuple[int, int] = (0, 0),
+        hard_negatives: list[HardNegativeImage] | None = None,
+        hard_negatives_per_step: int = 8,
     ):
         """
         Args:
@@ -119,6 +122,10 @@ class DIVE(nn.Module):
                 ``ranking_shifts`` grid cells) in training p(x|y); 0 turns it off.
             ranking_timesteps: (start, end): only samples whose timestep lies in [start, end) are ranked
                 (end 0 = the schedule's end); the denoising loss still uses every sample.
+            hard_negatives: if given, the ranking term's wrong layouts are these mined ones instead of random
+                moves: each step draws ``hard_negatives_per_step`` of these images (with replacement), one of
+                each image's negatives, and timesteps uniformly in the ranking window
+                (``hard_negative_ranking_loss``).
         """
         super().__init__()
         if not (train_image_model or train_prior):
@@ -175,6 +182,11 @@ class DIVE(nn.Module):
                              f"{tuple(ranking_timesteps)} must satisfy 0 <= MIN < MAX (0 = {schedule}) <= the "
                              f"schedule's {schedule} steps")
         self.ranking_timesteps = (start, end)
+        if hard_negatives is not None and (not hard_negatives or hard_negatives_per_step < 1):
+            raise ValueError("DIVE: MODEL.DIVE.RANKING.NEGATIVES needs at least one image with a negative and "
+                             f"NEGATIVES_PER_STEP >= 1; got {len(hard_negatives)} images, {hard_negatives_per_step}")
+        self.hard_negatives = hard_negatives
+        self.hard_negatives_per_step = hard_negatives_per_step
         # Its own stream, so that turning the ranking term on leaves the shuffles and the (t, noise) draws as they were.
         self.ranking_generator = torch.Generator().manual_seed(shuffle_seed + 1)
         # Images in [0, 255] map to [-1, 1]; the buffer also tells the model's device.
@@ -209,6 +221,11 @@ class DIVE(nn.Module):
             "ranking_temperature": dive.RANKING.TEMPERATURE,
             "ranking_shifts": tuple(dive.RANKING.SHIFTS),
             "ranking_timesteps": (dive.RANKING.MIN_TIMESTEP, dive.RANKING.MAX_TIMESTEP),
+            # Read only when the term trains, so that evaluating such a config needs neither file nor images.
+            "hard_negatives": (load_hard_negatives(dive.RANKING.NEGATIVES, dive.NUM_CLASSES, cfg.INPUT.FORMAT)
+                               if dive.RANKING.NEGATIVES and dive.RANKING.WEIGHT > 0 and dive.TRAIN_IMAGE_MODEL
+                               else None),
+            "hard_negatives_per_step": dive.RANKING.NEGATIVES_PER_STEP,
         }
 
     @property
@@ -290,12 +307,17 @@ class DIVE(nn.Module):
     def image_training_losses(self, latents: torch.Tensor, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """``loss_image`` (the mean denoising error of p(x|y)) and, with a ranking weight,
         ``loss_image_ranking`` for (B, C, h, w) latents and their (B, L) true layout tokens. The wrong
-        layouts share the true ones' timesteps and noises, so their difference is the layout's alone."""
+        layouts are random moves of the batch's own layouts or, with ``hard_negatives``, mined ones
+        (``hard_negative_ranking_loss``); either way they share the true ones' timesteps and noises, so
+        their difference is the layout's alone."""
         timesteps = self._random_timesteps(len(tokens))
         noise = torch.randn_like(latents)
-        if self.ranking_weight == 0:
-            return {"loss_image": self.image_denoising_error(
+        if self.ranking_weight == 0 or self.hard_negatives is not None:
+            losses = {"loss_image": self.image_denoising_error(
                 latents, self.layout_encoder.embed_tokens(tokens), timesteps, noise).mean()}
+            if self.ranking_weight:
+                losses["loss_image_ranking"] = self.ranking_weight * self.hard_negative_ranking_loss()
+            return losses
         wrong, has_move = random_object_moves(tokens, self.tokenizer, self.ranking_shifts, self.ranking_generator)
         start, end = self.ranking_timesteps
         ranked = (has_move.to(timesteps.device) & (timesteps >= start) & (timesteps < end)).nonzero().squeeze(1)
@@ -308,6 +330,31 @@ class DIVE(nn.Module):
         return {"loss_image": true_errors.mean(),
                 "loss_image_ranking": self.ranking_weight * ranking_loss(
                     true_errors[ranked], wrong_errors, self.ranking_temperature)}
+
+    def hard_negative_ranking_loss(self) -> torch.Tensor:
+        """``ranking_loss`` (unweighted, scalar) of N = ``hard_negatives_per_step`` images drawn from
+        ``hard_negatives``, each true layout against one of its mined wrong layouts on the same (t, noise);
+        t uniform in the ranking window. All draws come from ``ranking_generator``."""
+        generator = self.ranking_generator
+        picks = torch.randint(len(self.hard_negatives), (self.hard_negatives_per_step,), generator=generator)
+        entries = [self.hard_negatives[index] for index in picks.tolist()]
+        true_tokens, wrong_tokens = [], []
+        for entry in entries:
+            choice = int(torch.randint(len(entry.negatives), (1,), generator=generator))
+            wrong_boxes, wrong_classes = entry.negatives[choice]
+            true_tokens.append(self.tokenizer.encode(entry.boxes, entry.classes, entry.height, entry.width,
+                                                     generator=generator))
+            wrong_tokens.append(self.tokenizer.encode(wrong_boxes, wrong_classes, entry.height, entry.width,
+                                                      generator=generator))
+        count = len(entries)
+        latents = self.first_stage.encode(self.preprocess_images([{"image": entry.image} for entry in entries]))
+        start, end = self.ranking_timesteps
+        timesteps = torch.randint(start, end, (count,), generator=generator).to(self.device)
+        noise = torch.randn(latents.shape, generator=generator).to(self.device)
+        errors = self.image_denoising_error(
+            latents.repeat(2, 1, 1, 1), self.layout_encoder.embed_tokens(torch.stack(true_tokens + wrong_tokens).to(
+                self.device)), timesteps.repeat(2), noise.repeat(2, 1, 1, 1))
+        return ranking_loss(errors[:count], errors[count:], self.ranking_temperature)
 
     def prior_training_losses(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
         """``loss_prior`` (the epsilon loss, as ``prior_denoising_error``) and, with a rounding weight,
