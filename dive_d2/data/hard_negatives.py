@@ -31,16 +31,22 @@ class HardNegativeImage:
     """One training image with its true layout and the wrong layouts mined for it.
 
     ``image`` is (C, H, W) uint8 in the reader's channel order; boxes are (K, 4) float32 XYXY in pixels of
-    (height, width); classes (K,) int64.
+    the image; classes (K,) int64.
     """
 
     file_name: str
     image: torch.Tensor
-    height: int
-    width: int
     boxes: torch.Tensor
     classes: torch.Tensor
     negatives: list[tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def height(self) -> int:
+        return self.image.shape[-2]
+
+    @property
+    def width(self) -> int:
+        return self.image.shape[-1]
 
 
 def _layout_to_json(boxes: torch.Tensor, classes: torch.Tensor) -> dict[str, list]:
@@ -99,8 +105,7 @@ def load_hard_negatives(path: str, num_classes: int, image_format: str = "BGR") 
             raise ValueError(f"{where}: {entry['file_name']} is {pixels.shape[1]}x{pixels.shape[0]} pixels, the "
                              f"file says {entry['width']}x{entry['height']}")
         image = torch.as_tensor(pixels.copy()).permute(2, 0, 1).contiguous()
-        images.append(HardNegativeImage(entry["file_name"], image, int(entry["height"]), int(entry["width"]),
-                                        boxes, classes, negatives))
+        images.append(HardNegativeImage(entry["file_name"], image, boxes, classes, negatives))
     if not images:
         raise ValueError(f"{path}: no image has a negative layout")
     return images
