@@ -9,7 +9,13 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from dive_d2.data.hard_negatives import FORMAT, load_hard_negatives, write_hard_negatives
+from dive_d2.data.hard_negatives import (
+    FORMAT,
+    load_hard_negatives,
+    merge_hard_negatives,
+    read_hard_negative_entries,
+    write_hard_negatives,
+)
 from dive_d2.evaluation.objects_found import is_wrong_layout
 
 from .helpers import REPO_ROOT, load_tool
@@ -76,6 +82,27 @@ def test_negatives_file_round_trip_and_clear_errors(tmp_path):
     broken(lambda d: d["images"][0].update(classes=[0]), r"images\[0\]: 2 boxes but 1 classes")
     broken(lambda d: d["images"][0].update(height=32), "is 64x64 pixels, the file says 64x32")
     broken(lambda d: d["images"][0].update(negatives=[]), "no image has a negative layout")
+
+
+def test_a_second_round_adds_its_new_negatives_per_image(tmp_path):
+    moved = TRUE_BOXES + torch.tensor([[10.0, 0, 10, 0], [0, 0, 0, 0]])
+    shrunk = TRUE_BOXES * torch.tensor([1.0, 1.0, 0.9, 0.9])
+    first, source = read_hard_negative_entries(negatives_file(str(tmp_path), [(moved, TRUE_CLASSES)]), 3)
+    assert source == {"test": True} and [len(entry["negatives"]) for entry in first] == [1, 0]
+    a_name, b_name = first[0]["file_name"], first[1]["file_name"]
+    # Round 2 finds the same moved layout again (read back at the file's precision) and a shrunk one in
+    # image a, one negative in image b, and one in an image round 1 did not mine.
+    second = [{**first[0], "negatives": [(moved + 1e-4, TRUE_CLASSES), (shrunk, TRUE_CLASSES)]},
+              {**first[1], "negatives": [(TRUE_BOXES[:1], TRUE_CLASSES[:1])]},
+              {**first[1], "file_name": "c.png", "negatives": [(shrunk, TRUE_CLASSES)]}]
+    merged = merge_hard_negatives(first, second)
+    assert [entry["file_name"] for entry in merged] == [a_name, b_name, "c.png"]
+    assert [len(entry["negatives"]) for entry in merged] == [2, 1, 1], "the repeated layout is kept once"
+    assert torch.equal(merged[0]["negatives"][0][0], moved) and torch.equal(merged[0]["negatives"][1][0], shrunk)
+    assert len(first[0]["negatives"]) == 1, "the earlier round's entries are not changed"
+    relabelled = [{**first[0], "classes": TRUE_CLASSES.flip(0), "negatives": []}]
+    with pytest.raises(ValueError, match=f"round 1: the true layout of {a_name} differs"):
+        merge_hard_negatives(first, relabelled, "round 1")
 
 
 def ranking_model(path, *opts):
@@ -193,12 +220,19 @@ def test_mining_keeps_each_runs_returned_layout_when_it_is_wrong(tmp_path, monke
         load_recorded_runs(recording, config, weights, "dive_shapes_val", 3, 1, opts)
 
     output = os.path.join(str(tmp_path), "negatives.json")
-    monkeypatch.setattr("sys.argv", ["mine_negatives", "--config-file", config, "--weights", weights, "--dataset",
-                                     "dive_shapes_val", "--start-image", "3", "--num-images", "2", "--recording",
-                                     recording, "--output", output, *opts])
+    arguments = ["mine_negatives", "--config-file", config, "--weights", weights, "--dataset", "dive_shapes_val",
+                 "--start-image", "3", "--num-images", "2", "--recording", recording]
+    monkeypatch.setattr("sys.argv", [*arguments, "--output", output, *opts])
     load_tool("mine_negatives").main()
     data = json.load(open(output))
     assert data["format"] == FORMAT and len(data["images"]) == 2
     assert [len(item["negatives"]) for item in data["images"]] == [1, 1], "only the empty layouts are wrong"
     assert all(item["negatives"][0]["classes"] == [] for item in data["images"])
     assert data["images"][1]["classes"] == truths[1][1].tolist()
+
+    merged = os.path.join(str(tmp_path), "merged.json")
+    monkeypatch.setattr("sys.argv", [*arguments, "--output", merged, "--merge-with", output, *opts])
+    load_tool("mine_negatives").main()
+    data = json.load(open(merged))
+    assert [len(item["negatives"]) for item in data["images"]] == [1, 1], "the same runs add no new negative"
+    assert data["source"]["merged_with"]["path"] == output

@@ -16,6 +16,10 @@ file (dive_d2/data/hard_negatives.py) for ``MODEL.DIVE.RANKING.NEGATIVES``.
       --weights weights/shapes/dive.pth --dataset dive_shapes_train --num-images 96 \
       --recording output/mine_r4 --output output/shapes_negatives.json MODEL.DIVE.INVERSION.RESTARTS 4 \
       MODEL.DIVE.INVERSION.INIT error_map MODEL.DIVE.INVERSION.MAX_STEPS 50
+
+A second round mines the wrong layouts of the model trained on the first round's negatives (record its
+runs on the same images with ``--weights`` of that model) and, with ``--merge-with <first round's file>``,
+writes both rounds' negatives together (``merge_hard_negatives``: matched by image, each layout once).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from detectron2.utils.logger import setup_logger
 
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2.data import ground_truth_layout
-from dive_d2.data.hard_negatives import write_hard_negatives
+from dive_d2.data.hard_negatives import merge_hard_negatives, read_hard_negative_entries, write_hard_negatives
 from dive_d2.evaluation.objects_found import found_objects, is_wrong_layout
 from dive_d2.evaluation.recordings import load_recorded_runs
 
@@ -41,6 +45,8 @@ def main() -> None:
     parser.add_argument("--recording", required=True, help="an evaluate_inversion --output folder (history.pth)")
     parser.add_argument("--iou", type=float, default=0.5)
     parser.add_argument("--output", required=True, help="the JSON file to write")
+    parser.add_argument("--merge-with",
+                        help="an earlier round's negatives file: write its negatives and these together")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="the recording's KEY VALUE options")
     args = parser.parse_args()
     setup_logger(name="dive_d2")
@@ -63,12 +69,19 @@ def main() -> None:
         images.append({"file_name": record["file_name"], "height": record["height"], "width": record["width"],
                        "boxes": true_boxes, "classes": true_classes, "negatives": negatives})
     negative_count = sum(len(item["negatives"]) for item in images)
-    write_hard_negatives(args.output, images, {
-        "recording": args.recording, "weights": args.weights, "dataset": args.dataset,
-        "start_image": args.start_image, "num_images": args.num_images, "opts": args.opts, "iou": args.iou})
     print(f"{negative_count} of {runs} runs' layouts are wrong (IoU {args.iou:g}), in "
           f"{sum(bool(item['negatives']) for item in images)} of {len(images)} images; they hold "
-          f"{objects_in_negatives} of their images' {objects} true objects. Wrote {args.output}")
+          f"{objects_in_negatives} of their images' {objects} true objects.")
+    source = {"recording": args.recording, "weights": args.weights, "dataset": args.dataset,
+              "start_image": args.start_image, "num_images": args.num_images, "opts": args.opts, "iou": args.iou}
+    if args.merge_with:
+        earlier, earlier_source = read_hard_negative_entries(args.merge_with, tokenizer.num_classes)
+        images = merge_hard_negatives(earlier, images, args.merge_with)
+        source["merged_with"] = {"path": args.merge_with, "source": earlier_source}
+        print(f"With {args.merge_with}: {sum(len(item['negatives']) for item in images)} negatives in "
+              f"{sum(bool(item['negatives']) for item in images)} of {len(images)} images.")
+    write_hard_negatives(args.output, images, source)
+    print(f"Wrote {args.output}")
 
 
 if __name__ == "__main__":

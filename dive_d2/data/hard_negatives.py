@@ -4,7 +4,9 @@ The ranking term of p(x|y) training (``MODEL.DIVE.RANKING``) asks each image's t
 denoising error than a wrong one. Random single-object moves (dive_d2/layout/moves.py) are mostly wrong
 layouts the model already ranks; the layouts the inversion itself returns while holding fewer true objects
 are the ones the loss actually prefers (docs/detection.md, "Starts from the empty layout's error map").
-``tools/mine_negatives.py`` writes them to a JSON file; training reads it with ``load_hard_negatives``.
+``tools/mine_negatives.py`` writes them to a JSON file; training reads it with ``load_hard_negatives``. A
+later mining round (the model trained on these negatives, inverted again) adds its own wrong layouts to the
+file's (``merge_hard_negatives``).
 
 File format (``FORMAT``), boxes XYXY in pixels of the image's (height, width)::
 
@@ -82,14 +84,18 @@ def _layout_from_json(entry: Any, where: str, num_classes: int) -> tuple[torch.T
     return boxes, classes
 
 
-def load_hard_negatives(path: str, num_classes: int, image_format: str = "BGR") -> list[HardNegativeImage]:
-    """Read a file of ``write_hard_negatives`` and the images it names (``detection_utils.read_image`` in
-    ``image_format``). Images without negatives are dropped; an empty result is an error."""
+def read_hard_negative_entries(path: str, num_classes: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The checked entries of a file of ``write_hard_negatives``, without reading the images.
+
+    Returns:
+        the images as dicts (file_name, height, width, boxes (K, 4) float32 XYXY pixels, classes (K,) int64,
+        negatives [(boxes, classes), ...]: the form ``write_hard_negatives`` takes) and the file's "source".
+    """
     with open(path) as handle:
         data = json.load(handle)
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("images"), list):
         raise ValueError(f"{path}: not a hard-negatives file (expected 'format': {FORMAT!r} and an 'images' list)")
-    images = []
+    entries = []
     for index, entry in enumerate(data["images"]):
         where = f"{path}: images[{index}]"
         missing = [key for key in ("file_name", "height", "width", "negatives") if key not in entry]
@@ -98,14 +104,57 @@ def load_hard_negatives(path: str, num_classes: int, image_format: str = "BGR") 
         boxes, classes = _layout_from_json(entry, where, num_classes)
         negatives = [_layout_from_json(negative, f"{where}.negatives[{n}]", num_classes)
                      for n, negative in enumerate(entry["negatives"])]
-        if not negatives:
+        entries.append({"file_name": entry["file_name"], "height": entry["height"], "width": entry["width"],
+                        "boxes": boxes, "classes": classes, "negatives": negatives})
+    return entries, data.get("source", {})
+
+
+def load_hard_negatives(path: str, num_classes: int, image_format: str = "BGR") -> list[HardNegativeImage]:
+    """Read a file of ``write_hard_negatives`` and the images it names (``detection_utils.read_image`` in
+    ``image_format``). Images without negatives are dropped; an empty result is an error."""
+    images = []
+    for index, entry in enumerate(read_hard_negative_entries(path, num_classes)[0]):
+        if not entry["negatives"]:
             continue
         pixels = utils.read_image(entry["file_name"], format=image_format)
         if pixels.shape[:2] != (entry["height"], entry["width"]):
-            raise ValueError(f"{where}: {entry['file_name']} is {pixels.shape[1]}x{pixels.shape[0]} pixels, the "
-                             f"file says {entry['width']}x{entry['height']}")
+            raise ValueError(f"{path}: images[{index}]: {entry['file_name']} is {pixels.shape[1]}x{pixels.shape[0]} "
+                             f"pixels, the file says {entry['width']}x{entry['height']}")
         image = torch.as_tensor(pixels.copy()).permute(2, 0, 1).contiguous()
-        images.append(HardNegativeImage(entry["file_name"], image, boxes, classes, negatives))
+        images.append(HardNegativeImage(entry["file_name"], image, entry["boxes"], entry["classes"],
+                                        entry["negatives"]))
     if not images:
         raise ValueError(f"{path}: no image has a negative layout")
     return images
+
+
+def _layout_key(boxes: torch.Tensor, classes: torch.Tensor) -> tuple:
+    # At the file's precision (3 decimals), so that a layout read back equals the one written.
+    return (tuple(round(float(v), 3) for v in boxes.reshape(-1)), tuple(int(c) for c in classes.reshape(-1)))
+
+
+def merge_hard_negatives(earlier: list[dict[str, Any]], later: list[dict[str, Any]], where: str = "earlier file"
+                         ) -> list[dict[str, Any]]:
+    """The negatives of two mining rounds together, e.g. the wrong layouts of a model trained on the first
+    round's negatives added to that round's (the entries of ``read_hard_negative_entries``).
+
+    Images are matched by file_name; an image in only one round keeps its own negatives; a layout both
+    rounds found is kept once. Earlier entries (and their negatives) come first. Raises ValueError when an
+    image's true layout differs between the rounds (``where`` names the earlier source in the message).
+    """
+    merged = {entry["file_name"]: {**entry, "negatives": list(entry["negatives"])} for entry in earlier}
+    for entry in later:
+        name = entry["file_name"]
+        if name not in merged:
+            merged[name] = {**entry, "negatives": list(entry["negatives"])}
+            continue
+        known = merged[name]
+        if _layout_key(known["boxes"], known["classes"]) != _layout_key(entry["boxes"], entry["classes"]):
+            raise ValueError(f"{where}: the true layout of {name} differs from this round's: mined from "
+                             "another annotation?")
+        seen = {_layout_key(*negative) for negative in known["negatives"]}
+        for negative in entry["negatives"]:
+            if _layout_key(*negative) not in seen:
+                seen.add(_layout_key(*negative))
+                known["negatives"].append(negative)
+    return list(merged.values())
