@@ -8,6 +8,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from dive_d2.inversion import LayoutInversion, best_restarts, pool_detections, replay_checks, restart_seed
+from dive_d2.inversion.assembly import assemble_layout, run_objects
 from dive_d2.inversion.parameterisations import BoxSlots, EmbeddingSequence, annealed_smoothing
 from dive_d2.inversion.polish import polish_layout
 from dive_d2.layout import LayoutTokenizer
@@ -371,6 +372,44 @@ def test_polish_descends_to_the_layout_a_loss_prefers_and_stops_when_nothing_cha
     assert loss == 0.0
     assert torch.equal(polished, tokenizer.encode(torch.tensor([target[1:]]), torch.tensor([target[0]]), 8, 8))
     assert len(calls) < 1 + 20 * 2, "polishing must stop after a sweep that changes nothing"
+
+
+def test_assembly_adds_the_objects_the_loss_wants_from_all_runs_and_stops():
+    tokenizer = LayoutTokenizer(num_classes=3, grid_size=9, num_slots=3)
+
+    def layout(*objects):
+        boxes = torch.tensor([box for _, box in objects], dtype=torch.float32).reshape(-1, 4)
+        return tokenizer.encode(boxes, torch.tensor([cls for cls, _ in objects], dtype=torch.int64), 8, 8)
+
+    def triple(cls, box):
+        return tuple(layout((cls, box))[:3].tolist())
+
+    a, b, c, wrong = (0, [1.0, 1.0, 3.0, 3.0]), (1, [4.0, 4.0, 7.0, 6.0]), (2, [0.0, 5.0, 2.0, 8.0]), (0, [5, 0, 8, 2])
+    # Three runs: each finds part of the truth {a, b, c}, two also a wrong object; one repeats a.
+    runs = torch.stack([layout(a, wrong), layout(b, a), layout(wrong, c)])
+    assert run_objects(runs, tokenizer) == [triple(*a), triple(*wrong), triple(*b), triple(*c)]
+    truth = {triple(*a), triple(*b), triple(*c)}
+    calls = []
+
+    cost = {triple(*a): 3.0, triple(*b): 2.0, triple(*c): 1.0}
+
+    def loss_of(layouts):  # each missing true object costs its cost, a wrong one 1.5
+        calls.append(len(layouts))
+        losses = []
+        for candidate in layouts:
+            held = {tuple(candidate[3 * s : 3 * s + 3].tolist()) for s in range(3)} - {(tokenizer.none_token,) * 3}
+            missing = sum(cost[t] for t in truth - held)
+            losses.append(missing + 1.5 * len(held - truth))
+        return torch.tensor(losses)
+
+    assembled, loss = assemble_layout(runs, loss_of, tokenizer)
+    assert loss == 0.0 and calls == [1, 4, 3, 2], "empty layout, then one candidate per remaining object and slot"
+    assert torch.equal(assembled, layout(a, b, c)), "objects fill the slots in the order they lower the loss"
+    calls.clear()
+    assembled, loss = assemble_layout(runs[:1], loss_of, tokenizer)  # a, then the wrong object would cost more
+    assert torch.equal(assembled, layout(a)) and loss == 3.0 and calls == [1, 2, 1]
+    empty = torch.full((2, tokenizer.sequence_length), tokenizer.none_token)
+    assert torch.equal(assemble_layout(empty, loss_of, tokenizer)[0], empty[0]), "no objects: the empty layout"
 
 
 def test_polished_inversion_returns_a_layout_no_worse_on_the_monitor():

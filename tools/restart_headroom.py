@@ -10,11 +10,15 @@ picks:
 - monitor: the lowest monitor loss (the detector's ``RESTART_SELECTION best``);
 - held-out: the lowest posterior loss on ``--pairs`` held-out (t, noise) pairs over the whole schedule
   (``dive_d2.evaluation.held_out_loss``): the choice a noise-free monitor would make;
+- assembled: not a run but one layout built from the runs' objects, greedily adding the object that lowers
+  the posterior loss on the monitor's pairs most (``dive_d2/inversion/assembly.py``; a choice among objects
+  instead of among runs);
 - oracle: the run that found the most objects (needs the ground truth: an upper bound for any choice);
 - union: objects any of the R runs found (an upper bound for pooling).
 
 It also says how often the truth's held-out loss is below that of every run (the models prefer the truth
-to all R runs' answers). Forward passes only: about R x (pairs + 1) layouts per image.
+to all R runs' answers). Forward passes only: about R x (pairs + 1) layouts per image, and for the assembly
+up to 4 x (the runs' distinct objects) layouts on the monitor's pairs.
 
     .venv/bin/python tools/restart_headroom.py --config-file configs/shapes/dive.yaml \
       --weights weights/shapes/dive.pth --start-image 24 --num-images 24 \
@@ -36,8 +40,24 @@ from dive_d2.data import ground_truth_layout
 from dive_d2.evaluation import held_out_loss
 from dive_d2.evaluation.objects_found import found_objects
 from dive_d2.evaluation.recordings import load_recorded_runs
+from dive_d2.inversion.assembly import assemble_layout
 
-RULES = ("monitor", "held-out", "oracle", "union")
+RULES = ("monitor", "held-out", "assembled", "oracle", "union")
+
+
+def assembled_on_monitor_pairs(model, latents: torch.Tensor, run_tokens: torch.Tensor) -> torch.Tensor:
+    """(L,) the layout ``assemble_layout`` builds from the runs' objects (``run_tokens`` (R, L)) of one image
+    (``latents`` (1, C, h, w)), judged by the posterior loss on the detector's monitor pairs."""
+    monitor_pairs = model.inversion.monitor_pairs_for(model, latents)
+    vocabulary = model.layout_encoder.vocabulary()
+
+    def monitor_loss(layouts: torch.Tensor) -> torch.Tensor:
+        return torch.cat([
+            model.inversion.posterior_loss(model, latents.expand(len(part), -1, -1, -1),
+                                           vocabulary[part.to(model.device)], *monitor_pairs).cpu()
+            for part in layouts.split(8)])
+
+    return assemble_layout(run_tokens, monitor_loss, model.tokenizer)[0]
 
 
 def main() -> None:
@@ -73,12 +93,16 @@ def main() -> None:
             # The runs' layouts and the truth, on the same held-out pairs, in one batch.
             losses_held_out = held_out_loss(model, latents.expand(restarts + 1, -1, -1, -1),
                                             torch.cat([tokens, truth[None]]).to(model.device), args.pairs)
+            assembled = assembled_on_monitor_pairs(model, latents, tokens)
         held_out, true_loss = losses_held_out[:restarts], losses_held_out[restarts]
         found = []
         for layout in tokens:
             decoded = model.tokenizer.decode(layout, record["height"], record["width"])
             found.append(found_objects(true_boxes, true_classes, decoded.boxes, decoded.classes, args.iou))
         found = torch.stack(found)  # (R, K)
+        decoded = model.tokenizer.decode(assembled, record["height"], record["width"])
+        found_assembled = found_objects(true_boxes, true_classes, decoded.boxes, decoded.classes, args.iou)
+        counts["assembled"] += int(found_assembled.sum())
         chosen = {"monitor": int(monitor.argmin()), "held-out": int(held_out.argmin()),
                   "oracle": int(found.sum(1).argmax())}
         for rule, run in chosen.items():
@@ -89,6 +113,7 @@ def main() -> None:
         held_out_agrees += int(chosen["held-out"] == chosen["monitor"])
         details.append({"image": args.start_image + image, "objects": len(true_classes),
                         "found_per_run": found.sum(1).tolist(), "monitor_loss": monitor.tolist(),
+                        "assembled": {"objects": len(decoded.classes), "found": int(found_assembled.sum())},
                         "held_out_loss": held_out.tolist(), "true_held_out_loss": float(true_loss)})
 
     images = len(dataset_dicts)
