@@ -18,7 +18,7 @@ picks:
 
 It also says how often the truth's held-out loss is below that of every run (the models prefer the truth
 to all R runs' answers). Forward passes only: about R x (pairs + 1) layouts per image, and for the assembly
-up to 4 x (the runs' distinct objects) layouts on the monitor's pairs.
+up to NUM_SLOTS x (the runs' distinct objects) layouts on the monitor's pairs.
 
     .venv/bin/python tools/restart_headroom.py --config-file configs/shapes/dive.yaml \
       --weights weights/shapes/dive.pth --start-image 24 --num-images 24 \
