@@ -45,21 +45,6 @@ from dive_d2.inversion.assembly import assemble_layout
 RULES = ("monitor", "held-out", "assembled", "oracle", "union")
 
 
-def assembled_on_monitor_pairs(model, latents: torch.Tensor, run_tokens: torch.Tensor) -> torch.Tensor:
-    """(L,) the layout ``assemble_layout`` builds from the runs' objects (``run_tokens`` (R, L)) of one image
-    (``latents`` (1, C, h, w)), judged by the posterior loss on the detector's monitor pairs."""
-    monitor_pairs = model.inversion.monitor_pairs_for(model, latents)
-    vocabulary = model.layout_encoder.vocabulary()
-
-    def monitor_loss(layouts: torch.Tensor) -> torch.Tensor:
-        return torch.cat([
-            model.inversion.posterior_loss(model, latents.expand(len(part), -1, -1, -1),
-                                           vocabulary[part.to(model.device)], *monitor_pairs).cpu()
-            for part in layouts.split(8)])
-
-    return assemble_layout(run_tokens, monitor_loss, model.tokenizer)[0]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
@@ -93,7 +78,8 @@ def main() -> None:
             # The runs' layouts and the truth, on the same held-out pairs, in one batch.
             losses_held_out = held_out_loss(model, latents.expand(restarts + 1, -1, -1, -1),
                                             torch.cat([tokens, truth[None]]).to(model.device), args.pairs)
-            assembled = assembled_on_monitor_pairs(model, latents, tokens)
+            assembled, _ = assemble_layout(tokens, model.inversion.monitor_loss_of(model, latents, chunk=8),
+                                           model.tokenizer)
         held_out, true_loss = losses_held_out[:restarts], losses_held_out[restarts]
         found = []
         for layout in tokens:

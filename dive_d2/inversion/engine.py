@@ -524,15 +524,9 @@ class LayoutInversion:
             the polished (B, L) layouts and their (B,) monitor losses (on the CPU).
         """
         monitor = self.monitor_pairs_for(model, latents)
-        vocabulary = model.layout_encoder.vocabulary().detach()
         polished, losses = [], []
         for image in range(len(tokens)):
-            def loss_of(candidates: torch.Tensor, image: int = image) -> torch.Tensor:
-                return torch.cat([
-                    self.posterior_loss(model, latents[image : image + 1].expand(len(part), *latents.shape[1:]),
-                                        vocabulary[part], *monitor).cpu()
-                    for part in candidates.split(chunk)])
-
+            loss_of = self.monitor_loss_of(model, latents[image : image + 1], chunk, monitor)
             started = time.perf_counter()
             layout, loss = polish_layout(tokens[image], loss_of, model.tokenizer,
                                          self.polish_sweeps if sweeps is None else sweeps, self.polish_shifts)
@@ -543,6 +537,22 @@ class LayoutInversion:
                         image + 1, len(tokens), time.perf_counter() - started,
                         int((layout != tokens[image]).view(-1, 3).any(dim=1).sum()), loss)
         return torch.stack(polished), torch.tensor(losses)
+
+    def monitor_loss_of(self, model, latents: torch.Tensor, chunk: int = 4, monitor: tuple | None = None
+                        ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The loss that discrete searches over one image's layouts judge by: a function from (K, L) int64
+        layouts to their (K,) posterior losses on the monitor's fixed pairs (on the CPU), for ``latents``
+        (1, C, h, w); ``chunk`` layouts per model call; ``monitor``: ``monitor_pairs_for``'s pairs if at hand."""
+        monitor = self.monitor_pairs_for(model, latents) if monitor is None else monitor
+        vocabulary = model.layout_encoder.vocabulary().detach()
+
+        def loss_of(layouts: torch.Tensor) -> torch.Tensor:
+            return torch.cat([
+                self.posterior_loss(model, latents.expand(len(part), *latents.shape[1:]),
+                                    vocabulary[part.to(vocabulary.device)], *monitor).cpu()
+                for part in layouts.split(chunk)])
+
+        return loss_of
 
     def invert_runs(self, model, latents: torch.Tensor, run_seeds: list[int],
                     error_maps: torch.Tensor | None = None) -> InversionResult:
