@@ -154,7 +154,8 @@ def merge_hard_negatives(earlier: list[dict[str, Any]], later: list[dict[str, An
                              "another annotation?")
         seen = {_layout_key(*negative) for negative in known["negatives"]}
         for negative in entry["negatives"]:
-            if _layout_key(*negative) not in seen:
-                seen.add(_layout_key(*negative))
+            key = _layout_key(*negative)
+            if key not in seen:
+                seen.add(key)
                 known["negatives"].append(negative)
     return list(merged.values())
