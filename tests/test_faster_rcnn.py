@@ -72,5 +72,9 @@ def test_unknown_class_and_class_count_mismatch_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="NUM_CLASSES 10"):
         setup_cfg(SHAPES_CONFIG, "MODEL.DEVICE", "cpu", *coco_keys, "DATASETS.CLASS_NAMES",
                   str(tuple("0123456789")), output_dir=str(tmp_path / "b"))
+    dive_config = os.path.join(REPO_ROOT, "configs", "shapes", "dive.yaml")
+    with pytest.raises(ValueError, match=r"MODEL\.DIVE\.NUM_CLASSES=3 .*set MODEL\.DIVE\.NUM_CLASSES 10"):
+        setup_cfg(dive_config, "MODEL.DEVICE", "cpu", *coco_keys, "DATASETS.CLASS_NAMES",
+                  str(tuple("0123456789")), output_dir=str(tmp_path / "d"))
     with pytest.raises(ValueError, match="must be given together"):
         setup_cfg(SHAPES_CONFIG, "DATASETS.COCO_TEST.JSON", str(data / "ann.json"), output_dir=str(tmp_path / "c"))

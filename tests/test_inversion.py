@@ -295,8 +295,12 @@ def test_leave_one_out_score_rises_with_the_evidence():
             assert torch.isclose(score, torch.sigmoid(rise / 0.01)[0], atol=1e-5)
 
 
-def test_eval_only_through_train_net_reports_coco_and_stopping_steps(tmp_path):
+@pytest.mark.parametrize("data", ["registered", "coco_json"])
+def test_eval_only_through_train_net_reports_coco_and_stopping_steps(tmp_path, data):
     from detectron2.checkpoint import DetectionCheckpointer
+
+    from dive_d2.data import BENCHMARK_SPLITS
+    from dive_d2.data.benchmarks import write_split
 
     from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
 
@@ -305,11 +309,18 @@ def test_eval_only_through_train_net_reports_coco_and_stopping_steps(tmp_path):
     config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
     opts = ["--eval-only", "MODEL.WEIGHTS", str(tmp_path / "tiny.pth"), "DATASETS.TEST_LIMIT", "2",
             *TINY_DIVE_OPTS, *TINY_INVERSION]
+    if data == "coco_json":  # a user's COCO-format data, with the model's classes matched by name
+        write_split(BENCHMARK_SPLITS["dive_shapes_val"], str(tmp_path / "images"), str(tmp_path / "ann.json"),
+                    num_images=3)
+        opts += ["DATASETS.COCO_TEST.JSON", str(tmp_path / "ann.json"), "DATASETS.COCO_TEST.IMAGES",
+                 str(tmp_path / "images")]
     train_net = load_tool("train_net")
     results = train_net.main(train_net.default_argument_parser().parse_args(
         ["--config-file", config, *opts, "OUTPUT_DIR", str(tmp_path / "out")]))
     assert {"AP", "AP50", "AP75"} <= set(results["bbox"])
     assert results["inversion"]["images"] == 2 and 1 <= results["inversion"]["mean_stop_step"] <= 6
+    (evaluated,) = [path.name for path in (tmp_path / "out" / "inference").iterdir()]  # one per dataset
+    assert evaluated.startswith("coco_test_ann_" if data == "coco_json" else "dive_shapes_val"), evaluated
 
 
 def test_replaying_the_history_gives_what_a_stopped_run_returns():

@@ -64,6 +64,10 @@ def model_class_names(cfg: CfgNode) -> list[str]:
     return list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).thing_classes)
 
 
+# The key that fixes how many classes each detector of this project predicts; checked against the data.
+CLASS_COUNT_KEYS = {"GeneralizedRCNN": "MODEL.ROI_HEADS.NUM_CLASSES", "DIVE": "MODEL.DIVE.NUM_CLASSES"}
+
+
 def register_user_coco_datasets(cfg: CfgNode) -> CfgNode:
     """Register DATASETS.COCO_TRAIN / COCO_TEST (if set) and point DATASETS.TRAIN / TEST at them.
 
@@ -87,11 +91,14 @@ def register_user_coco_datasets(cfg: CfgNode) -> CfgNode:
         name = register_coco_json(_dataset_name("test", json_path), json_path,
                                   cfg.DATASETS.COCO_TEST.IMAGES, class_names)
         cfg.DATASETS.TEST = (name,)
-    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(class_names):
-        raise ValueError(
-            f"the model has MODEL.ROI_HEADS.NUM_CLASSES={cfg.MODEL.ROI_HEADS.NUM_CLASSES} but its classes are "
-            f"{class_names} ({len(class_names)}); set MODEL.ROI_HEADS.NUM_CLASSES {len(class_names)}"
-        )
+    key = CLASS_COUNT_KEYS.get(cfg.MODEL.META_ARCHITECTURE)
+    if key is not None:
+        num_classes = cfg
+        for part in key.split("."):
+            num_classes = num_classes[part]
+        if num_classes != len(class_names):
+            raise ValueError(f"the model has {key}={num_classes} but its classes are {class_names} "
+                             f"({len(class_names)}); set {key} {len(class_names)}")
     return cfg
 
 
