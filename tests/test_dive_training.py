@@ -1,4 +1,5 @@
-"""DIVE in training mode: finite losses on any input, learning, freezing switches, weight round trips."""
+"""DIVE in training mode: finite losses on any input, learning, freezing switches, weight round trips, and
+training through tools/train_net.py on COCO-format data with --resume."""
 
 import json
 import math
@@ -387,3 +388,31 @@ def test_training_stats_reads_losses_and_the_ranking_ties_level(tmp_path):
     assert only_total == {"loss_image": 0.004}, "a single-loss run logs its loss_image as total_loss"
     with pytest.raises(ValueError, match=r"\[100, 200\)"):
         stats_tool.window_stats(rows, 100, 200, weight, temperature)
+
+
+def test_train_net_trains_both_models_on_user_coco_data_and_resumes(tmp_path):
+    from dive_d2.data import BENCHMARK_SPLITS
+    from dive_d2.data.benchmarks import write_split
+
+    data, output = tmp_path / "my_data", tmp_path / "out"
+    write_split(BENCHMARK_SPLITS["dive_shapes_val"], str(data / "images"), str(data / "ann.json"), num_images=4)
+    train_net = load_tool("train_net")
+
+    def train(max_iter: int, *flags: str) -> list[dict]:
+        train_net.main(train_net.default_argument_parser().parse_args([
+            "--config-file", os.path.join(REPO_ROOT, "configs", "shapes", "dive_image.yaml"), *flags,
+            *TINY_DIVE_OPTS, "MODEL.DIVE.TRAIN_PRIOR", "True", "SOLVER.MAX_ITER", str(max_iter),
+            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "DATALOADER.NUM_WORKERS", "0",
+            "DATASETS.COCO_TRAIN.JSON", str(data / "ann.json"), "DATASETS.COCO_TRAIN.IMAGES", str(data / "images"),
+            "OUTPUT_DIR", str(output)]))
+        with open(output / "metrics.json") as handle:
+            return [json.loads(line) for line in handle]
+
+    events = train(2)
+    assert [event["iteration"] for event in events] == [1]
+    assert all(math.isfinite(events[-1][key]) for key in ("loss_image", "loss_prior", "total_loss", "lr"))
+    assert (output / "model_final.pth").is_file() and (output / "last_checkpoint").is_file()
+
+    events = train(4, "--resume")  # continues from the last checkpoint: iterations 2-3 only
+    assert [event["iteration"] for event in events] == [1, 3]
+    assert "Starting training from iteration 2" in (output / "log.txt").read_text()
