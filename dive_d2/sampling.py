@@ -8,6 +8,7 @@ config, and take an explicit ``torch.Generator``: same seed, same samples.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,10 +20,12 @@ from .modeling.denoising import clean_estimate, noise_for_clean
 from .modeling.layout_prior import prior_input_scale
 
 if TYPE_CHECKING:  # the meta-architecture itself samples (inversion init): no import at run time
+    from .modeling.class_conditional import DiffusionClassifier
     from .modeling.meta_arch import DIVE
 
 
-def make_sampling_scheduler(model: DIVE, kind: str, num_steps: int, clip_sample: bool) -> SchedulerMixin:
+def make_sampling_scheduler(model: DIVE | DiffusionClassifier, kind: str, num_steps: int,
+                            clip_sample: bool) -> SchedulerMixin:
     """A DDIM or DDPM scheduler with the model's noise schedule, set to ``num_steps`` steps."""
     classes = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}
     if kind not in classes:
@@ -32,8 +35,9 @@ def make_sampling_scheduler(model: DIVE, kind: str, num_steps: int, clip_sample:
     return scheduler
 
 
-def _denoise(predict_noise, shape, scheduler: SchedulerMixin, generator: torch.Generator, device, progress: str,
-             project_clean=None):
+def _denoise(predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], shape: tuple[int, ...],
+             scheduler: SchedulerMixin, generator: torch.Generator, device: torch.device, progress: str,
+             project_clean: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     sample = torch.randn(shape, generator=generator).to(device)
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
     for t in tqdm(scheduler.timesteps, desc=progress, leave=False, disable=not progress):
@@ -148,7 +152,7 @@ def sample_layouts(
 
 @torch.no_grad()
 def generate_class_images(
-    model,
+    model: DiffusionClassifier,
     labels: torch.Tensor,
     generator: torch.Generator,
     num_steps: int = 50,

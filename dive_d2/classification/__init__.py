@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+from detectron2.config import CfgNode
 from tqdm import tqdm
 
 from .common import ClassPrediction, NetworkCost
 from .enumeration import AdaptiveEnumerationClassifier, EnumerationClassifier
 from .inversion import ClassInversion
 
+if TYPE_CHECKING:
+    from ..modeling.class_conditional import DiffusionClassifier
+
 CLASSIFICATION_METHODS = ("inversion", "enumeration", "adaptive")
+Classifier = ClassInversion | EnumerationClassifier | AdaptiveEnumerationClassifier  # what build_classifier returns
 
 
-def build_classifier(cfg, method: str):
+def build_classifier(cfg: CfgNode, method: str) -> Classifier:
     """The classifier ``method`` (one of CLASSIFICATION_METHODS) with MODEL.DIFFUSION_CLASSIFIER settings."""
     node = cfg.MODEL.DIFFUSION_CLASSIFIER
     window = (node.MIN_TIMESTEP, node.MAX_TIMESTEP)
@@ -36,8 +42,9 @@ def build_classifier(cfg, method: str):
     raise ValueError(f"MODEL.DIFFUSION_CLASSIFIER.METHOD must be one of {CLASSIFICATION_METHODS}, got {method!r}")
 
 
-def classify(model, images: torch.Tensor, classifier, image_seeds: list[int] | None = None,
-             classes: torch.Tensor | None = None) -> tuple[ClassPrediction, float]:
+def classify(model: DiffusionClassifier, images: torch.Tensor, classifier: Classifier,
+             image_seeds: list[int] | None = None, classes: torch.Tensor | None = None
+             ) -> tuple[ClassPrediction, float]:
     """Classify a batch with a DiffusionClassifier model and a classifier from ``build_classifier``.
 
     Args:
@@ -75,7 +82,7 @@ class DatasetReport:
         return 100.0 * sum(scored) / len(scored) if scored else float("nan")
 
 
-def classify_dataset(model, records: list[dict], classifier, batch_size: int = 16,
+def classify_dataset(model: DiffusionClassifier, records: list[dict], classifier: Classifier, batch_size: int = 16,
                      classes: torch.Tensor | None = None, progress: bool = True) -> DatasetReport:
     """Classify dataset dicts (``load_image_folder`` / a registered classification split) in batches.
 

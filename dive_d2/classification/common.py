@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+from diffusers import SchedulerMixin
 
 from ..modeling.denoising import pairs_in_window
+
+if TYPE_CHECKING:
+    from ..modeling.class_conditional import DiffusionClassifier
 
 
 @dataclass
@@ -33,13 +38,14 @@ class ClassPrediction:
     cost: NetworkCost = field(default_factory=NetworkCost)
 
 
-def pair_set(count: int, images: torch.Tensor, timestep_window: tuple[int, int], scheduler, seed: int):
+def pair_set(count: int, images: torch.Tensor, timestep_window: tuple[int, int], scheduler: SchedulerMixin,
+             seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` fixed (t, noise) pairs for images (B, C, S, S): timesteps evenly spread over the window
     [min, max or the schedule), seeded noise; on the images' device (``pairs_in_window``)."""
     return pairs_in_window(count, tuple(images.shape[1:]), scheduler, *timestep_window, seed, images.device)
 
 
-def class_errors(model, images: torch.Tensor, candidates: torch.Tensor, timesteps: torch.Tensor,
+def class_errors(model: DiffusionClassifier, images: torch.Tensor, candidates: torch.Tensor, timesteps: torch.Tensor,
                  noise: torch.Tensor, batch_size: int, cost: NetworkCost) -> torch.Tensor:
     """Denoising errors of every image under each of its candidate classes on every pair, without grad.
 
@@ -71,7 +77,7 @@ def class_errors(model, images: torch.Tensor, candidates: torch.Tensor, timestep
     return torch.cat(errors).view(count, num_candidates, num_pairs)
 
 
-def candidate_classes(model, classes: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
+def candidate_classes(model: DiffusionClassifier, classes: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
     """(B, K) candidate class indices for B images: ``classes`` (K,) for every image, or all classes.
 
     Raises:

@@ -9,9 +9,14 @@ evaluations on the few plausible classes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .common import ClassPrediction, NetworkCost, candidate_classes, class_errors, pair_set
+
+if TYPE_CHECKING:
+    from ..modeling.class_conditional import DiffusionClassifier
 
 
 class EnumerationClassifier:
@@ -24,7 +29,7 @@ class EnumerationClassifier:
         self.seed = seed
         self.batch_size = batch_size
 
-    def __call__(self, model, images: torch.Tensor, image_seeds: list[int],
+    def __call__(self, model: DiffusionClassifier, images: torch.Tensor, image_seeds: list[int],
                  classes: torch.Tensor | None = None) -> ClassPrediction:
         """Classify (B, C, S, S) images in [-1, 1] among ``classes`` ((K,) indices; default all);
         ``image_seeds`` is unused (enumeration is deterministic)."""
@@ -52,7 +57,7 @@ class AdaptiveEnumerationClassifier:
         self.seed = seed
         self.batch_size = batch_size
 
-    def __call__(self, model, images: torch.Tensor, image_seeds: list[int],
+    def __call__(self, model: DiffusionClassifier, images: torch.Tensor, image_seeds: list[int],
                  classes: torch.Tensor | None = None) -> ClassPrediction:
         """Classify (B, C, S, S) images in [-1, 1] among ``classes`` (default all); ``image_seeds`` is unused."""
         cost = NetworkCost()

@@ -13,11 +13,16 @@ every class; the models still only see real rows.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..inversion.engine import SearchSettings, optimise_tokens, seeded_starts
 from ..inversion.parameterisations import EmbeddingSequence, TokenLogits
 from .common import ClassPrediction, NetworkCost, candidate_classes, pair_set
+
+if TYPE_CHECKING:
+    from ..modeling.class_conditional import DiffusionClassifier
 
 CLASS_PARAMETERISATIONS = ("embedding", "logits")
 
@@ -45,7 +50,7 @@ class ClassInversion:
         """(B, 1, width) starting points: the table's mean plus its per-dimension spread times seeded noise."""
         return seeded_starts(table.mean(0), table.std(0), image_seeds)[:, None]
 
-    def __call__(self, model, images: torch.Tensor, image_seeds: list[int],
+    def __call__(self, model: DiffusionClassifier, images: torch.Tensor, image_seeds: list[int],
                  classes: torch.Tensor | None = None) -> ClassPrediction:
         """Classify (B, C, S, S) images in [-1, 1] among ``classes`` ((K,) indices; default all: the snap
         only reaches their rows and the start uses their statistics); ``image_seeds`` (B ints) seed each
@@ -56,7 +61,8 @@ class ClassInversion:
         timesteps, noise = pair_set(self.settings.num_pairs, images, window, model.scheduler, seed)
         monitor_t, monitor_noise = pair_set(self.monitor_pairs, images, window, model.scheduler, seed + 2)
 
-        def errors(index, embeddings, pair_t, pair_noise):
+        def errors(index: torch.Tensor, embeddings: torch.Tensor, pair_t: torch.Tensor, pair_noise: torch.Tensor
+                   ) -> torch.Tensor:
             count, pairs = len(index), len(pair_t)
             error = model.class_denoising_error(
                 images[index].repeat_interleave(pairs, 0), embeddings[:, 0].repeat_interleave(pairs, 0),
@@ -64,11 +70,11 @@ class ClassInversion:
             cost.forwards += count * pairs
             return error.view(count, pairs).mean(1)
 
-        def step_loss(index, chosen, embeddings):
+        def step_loss(index: torch.Tensor, chosen: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
             cost.backwards += len(index) * len(chosen)  # optimise_tokens backpropagates every step's loss once
             return errors(index, embeddings, timesteps[chosen], noise[chosen])
 
-        def monitor_loss(index, embeddings):
+        def monitor_loss(index: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
             return errors(index, embeddings, monitor_t, monitor_noise)
 
         table = model.class_table.vocabulary().detach()

@@ -7,11 +7,14 @@ pixels; skipping image decoding makes a prior step several times cheaper on CPU.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
+
+if TYPE_CHECKING:
+    from .classification_mapper import ClassificationMapper
 
 
 class LayoutOnlyMapper:
@@ -29,7 +32,7 @@ class LayoutOnlyMapper:
         return record
 
 
-def build_train_mapper(cfg: CfgNode):
+def build_train_mapper(cfg: CfgNode) -> LayoutOnlyMapper | ClassificationMapper | DatasetMapper:
     """LayoutOnlyMapper when a DIVE model trains only its prior, ClassificationMapper for the
     DiffusionClassifier, Detectron2's DatasetMapper otherwise."""
     if cfg.MODEL.META_ARCHITECTURE == "DIVE" and not cfg.MODEL.DIVE.TRAIN_IMAGE_MODEL:

@@ -19,12 +19,12 @@ class ClassificationEvaluator(DatasetEvaluator):
         self._records: list[tuple[int, int, int]] = []
         self._start = time.perf_counter()
 
-    def process(self, inputs, outputs) -> None:
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         for item, output in zip(inputs, outputs, strict=True):
             self._records.append((int(item.get("label", -1)), int(output["pred_class"]),
                                   int(output.get("stop_step", 0))))
 
-    def evaluate(self):
+    def evaluate(self) -> dict[str, dict[str, float]]:
         records = list(itertools.chain(*comm.gather(self._records, dst=0)))
         if not comm.is_main_process() or not records:
             return {}

@@ -16,10 +16,10 @@ class InversionStatsEvaluator(DatasetEvaluator):
     def reset(self) -> None:
         self._steps: list[int] = []
 
-    def process(self, inputs, outputs) -> None:
+    def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         self._steps.extend(int(output["inversion_steps"]) for output in outputs if "inversion_steps" in output)
 
-    def evaluate(self):
+    def evaluate(self) -> dict[str, dict[str, float]]:
         steps = list(itertools.chain(*comm.gather(self._steps, dst=0)))
         if not comm.is_main_process() or not steps:
             return {}

@@ -8,10 +8,15 @@ error is the signal that inversion follows.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from detectron2.data import detection_utils as utils
 
 from ..data import ground_truth_layout
+
+if TYPE_CHECKING:
+    from ..modeling.meta_arch import DIVE
 
 CORRUPTIONS = ("moved", "class_changed", "dropped")
 
@@ -40,7 +45,7 @@ def corrupt_layout(
 
 
 @torch.no_grad()
-def layout_errors(model, latents: torch.Tensor, tokens: torch.Tensor, timesteps: torch.Tensor,
+def layout_errors(model: DIVE, latents: torch.Tensor, tokens: torch.Tensor, timesteps: torch.Tensor,
                   noise: torch.Tensor) -> torch.Tensor:
     """Denoising error of p(x|y) on every (t, noise) pair, per image.
 
@@ -63,7 +68,7 @@ def layout_errors(model, latents: torch.Tensor, tokens: torch.Tensor, timesteps:
     return torch.stack(errors)
 
 
-def encode_record_image(model, record: dict, image_format: str = "BGR") -> tuple[torch.Tensor, int, int]:
+def encode_record_image(model: DIVE, record: dict, image_format: str = "BGR") -> tuple[torch.Tensor, int, int]:
     """A Detectron2 dataset dict's image as the model sees it: ((1, C, h, w) first-stage latents, the
     image's height and width in pixels)."""
     image = utils.read_image(record["file_name"], format=image_format)
@@ -71,7 +76,7 @@ def encode_record_image(model, record: dict, image_format: str = "BGR") -> tuple
     return model.first_stage.encode(model.preprocess_images([item])), image.shape[0], image.shape[1]
 
 
-def corruption_margins(model, record: dict, timesteps: torch.Tensor, noise: torch.Tensor,
+def corruption_margins(model: DIVE, record: dict, timesteps: torch.Tensor, noise: torch.Tensor,
                        corruptions: tuple[str, ...] = CORRUPTIONS, image_format: str = "BGR") -> torch.Tensor:
     """For one Detectron2 dataset dict with at least one object: (len(corruptions), P) rises of the
     denoising error, corrupted minus true layout, on each (t, noise) pair (positive: the true layout wins)."""
@@ -84,7 +89,7 @@ def corruption_margins(model, record: dict, timesteps: torch.Tensor, noise: torc
     return (errors[1:] - errors[:1]).cpu()
 
 
-def rank_record(model, record: dict, timesteps: torch.Tensor, noise: torch.Tensor,
+def rank_record(model: DIVE, record: dict, timesteps: torch.Tensor, noise: torch.Tensor,
                 corruptions: tuple[str, ...] = CORRUPTIONS, image_format: str = "BGR") -> dict[str, bool]:
     """Does the true layout have a lower mean denoising error than each corruption? Returns
     {corruption: True if the true layout wins} (see ``corruption_margins``)."""

@@ -9,13 +9,18 @@ wrong layout, and no optimiser can fix that.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..modeling.denoising import pairs_in_window
 
+if TYPE_CHECKING:
+    from ..modeling.meta_arch import DIVE
+
 
 @torch.no_grad()
-def held_out_loss(model, latents: torch.Tensor, tokens: torch.Tensor, num_pairs: int = 128,
+def held_out_loss(model: DIVE, latents: torch.Tensor, tokens: torch.Tensor, num_pairs: int = 128,
                   seed: int = 12345) -> torch.Tensor:
     """(B,) posterior loss of B layouts (B, L) int64 for B latents (B, C, h, w) on ``num_pairs`` held-out
     pairs over the whole schedule, on the CPU. ``seed`` seeds the pairs; keep it away from the inversion's
@@ -29,7 +34,7 @@ def held_out_loss(model, latents: torch.Tensor, tokens: torch.Tensor, num_pairs:
                                           prior_noise).cpu()
 
 
-def objective_gap(model, latents: torch.Tensor, found_tokens: torch.Tensor, true_tokens: torch.Tensor,
+def objective_gap(model: DIVE, latents: torch.Tensor, found_tokens: torch.Tensor, true_tokens: torch.Tensor,
                   num_pairs: int = 128, seed: int = 12345) -> tuple[torch.Tensor, torch.Tensor]:
     """``held_out_loss`` of the found and of the true layouts, on the same pairs.
 

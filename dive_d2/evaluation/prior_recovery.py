@@ -10,12 +10,17 @@ Where the prior is no better than that baseline, it has not learned how the toke
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from detectron2.structures import Boxes, pairwise_iou
 
 from ..layout import LayoutTokenizer, nearest_allowed_tokens
 from ..modeling.denoising import clean_estimate
 from ..modeling.layout_prior import prior_input_scale
+
+if TYPE_CHECKING:
+    from ..modeling.meta_arch import DIVE
 
 
 def object_iou(tokenizer: LayoutTokenizer, recovered: torch.Tensor, true: torch.Tensor) -> float:
@@ -37,7 +42,7 @@ def object_iou(tokenizer: LayoutTokenizer, recovered: torch.Tensor, true: torch.
 
 @torch.no_grad()
 def prior_token_recovery(
-    model, tokens: torch.Tensor, timesteps: list[int], generator: torch.Generator
+    model: DIVE, tokens: torch.Tensor, timesteps: list[int], generator: torch.Generator
 ) -> list[dict[str, float]]:
     """Fraction of true tokens recovered from noised layouts, by the prior and by snapping the noisy input.
 

@@ -38,16 +38,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
-from detectron2.config import configurable
+from detectron2.config import CfgNode, configurable
 
 from ..modeling.denoising import pairs_in_window
 from ..sampling import sample_layout_embeddings
 from .error_map import empty_layout_error_map, error_map_slots
-from .parameterisations import PARAMETERISATIONS, BoxSlots, EmbeddingSequence, annealed_smoothing
+from .parameterisations import PARAMETERISATIONS, BoxSlots, EmbeddingSequence, TokenLogits, annealed_smoothing
 from .polish import polish_layout
 from .reseeding import SlotReseeding
+
+if TYPE_CHECKING:  # the meta-architecture runs the inversion: no import at run time
+    from ..modeling.meta_arch import DIVE
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +193,7 @@ class SearchSettings:
     seed: int
 
 
-def optimise_tokens(parameterisation, vocabulary: torch.Tensor,
+def optimise_tokens(parameterisation: EmbeddingSequence | BoxSlots | TokenLogits, vocabulary: torch.Tensor,
                     step_loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                     monitor_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], settings: SearchSettings,
                     record_history: bool = False,
@@ -355,7 +359,7 @@ class LayoutInversion:
         self.record_history = record_history
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: CfgNode):
         inversion = cfg.MODEL.DIVE.INVERSION
         return {
             "max_steps": inversion.MAX_STEPS,
@@ -385,7 +389,8 @@ class LayoutInversion:
         }
 
     # ---- pieces ----------------------------------------------------------------------------------------------
-    def posterior_loss(self, model, latents, embeddings, timesteps, image_noise, prior_noise) -> torch.Tensor:
+    def posterior_loss(self, model: DIVE, latents: torch.Tensor, embeddings: torch.Tensor, timesteps: torch.Tensor,
+                       image_noise: torch.Tensor, prior_noise: torch.Tensor) -> torch.Tensor:
         """(B,) loss of B layouts (B, L, width) for B latents, averaged over K pairs.
 
         ``timesteps`` (K,), ``image_noise`` (K, C, h, w) and ``prior_noise`` (K, L, width) are shared by
@@ -393,10 +398,10 @@ class LayoutInversion:
         """
         batch, count = len(latents), len(timesteps)
 
-        def repeat(x):
+        def repeat(x: torch.Tensor) -> torch.Tensor:
             return x.repeat_interleave(count, dim=0)
 
-        def tile(x):
+        def tile(x: torch.Tensor) -> torch.Tensor:
             return x.repeat(batch, *([1] * (x.dim() - 1)))
 
         image_error = model.image_denoising_error(repeat(latents), repeat(embeddings), tile(timesteps),
@@ -407,14 +412,14 @@ class LayoutInversion:
                                                   tile(prior_noise)).view(batch, count).mean(1)
         return image_error + self.prior_weight * prior_error
 
-    def prior_samples(self, model, image_seeds: list[int]) -> torch.Tensor:
+    def prior_samples(self, model: DIVE, image_seeds: list[int]) -> torch.Tensor:
         """(B, L, width) continuous prior samples, one per image, drawn with that image's seed."""
         return torch.stack([
             sample_layout_embeddings(model, 1, torch.Generator().manual_seed(image_seed),
                                      num_steps=self.prior_init_steps)[0]
             for image_seed in image_seeds])
 
-    def initial_embeddings(self, model, image_seeds: list[int]) -> torch.Tensor:
+    def initial_embeddings(self, model: DIVE, image_seeds: list[int]) -> torch.Tensor:
         """(B, L, width) starting points, one per image, drawn with that image's seed."""
         if self.initialisation == "prior":
             return self.prior_samples(model, image_seeds)
@@ -425,7 +430,7 @@ class LayoutInversion:
         std = torch.stack([vocabulary[allowed[p]].std(0) for p in range(len(allowed))])
         return seeded_starts(mean, std, image_seeds)
 
-    def initial_slots(self, model, image_seeds: list[int], device: torch.device,
+    def initial_slots(self, model: DIVE, image_seeds: list[int], device: torch.device,
                       error_maps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Starting classes (B, N) (num_classes = empty) and boxes (B, N, 4) (XYXY, normalised) of the box
         parameterisation. "random": every slot an object of a random class with a random box (centre uniform
@@ -459,8 +464,8 @@ class LayoutInversion:
                 boxes[row, decoded.slots] = decoded.boxes
         return classes.to(device), boxes.to(device)
 
-    def initial_layout(self, model, image_seeds: list[int], device: torch.device,
-                       error_maps: torch.Tensor | None = None):
+    def initial_layout(self, model: DIVE, image_seeds: list[int], device: torch.device,
+                       error_maps: torch.Tensor | None = None) -> EmbeddingSequence | BoxSlots:
         """The parameterised starting layouts of a batch (an EmbeddingSequence or BoxSlots); ``error_maps``
         (B, h, w) only for ``INIT error_map``."""
         if self.parameterisation == "box":
@@ -469,7 +474,7 @@ class LayoutInversion:
         return EmbeddingSequence(self.initial_embeddings(model, image_seeds).to(device),
                                  model.tokenizer.allowed_tokens(), self.metric)
 
-    def monitor_pairs_for(self, model, latents: torch.Tensor):
+    def monitor_pairs_for(self, model: DIVE, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The monitor's fixed pairs for these latents: (timesteps (M,), image noise (M, C, h, w),
         prior noise (M, L, width)), on the latents' device."""
         timesteps, image_noise = pairs_in_window(self.monitor_pairs, tuple(latents.shape[1:]), model.scheduler,
@@ -479,7 +484,7 @@ class LayoutInversion:
         return timesteps.to(latents.device), image_noise.to(latents.device), prior_noise.to(latents.device)
 
     # ---- the loop --------------------------------------------------------------------------------------------
-    def __call__(self, model, latents: torch.Tensor, image_seeds: list[int]) -> InversionResult:
+    def __call__(self, model: DIVE, latents: torch.Tensor, image_seeds: list[int]) -> InversionResult:
         """Invert a batch: each image ``restarts`` times. Returns the run with the lowest monitor loss per
         image, and every run's best layout in ``run_tokens``/``run_embeddings``.
 
@@ -509,7 +514,7 @@ class LayoutInversion:
                                runs.embeddings.view(batch, self.restarts, *runs.embeddings.shape[1:]))
 
     @torch.no_grad()
-    def polish(self, model, latents: torch.Tensor, tokens: torch.Tensor, sweeps: int | None = None,
+    def polish(self, model: DIVE, latents: torch.Tensor, tokens: torch.Tensor, sweeps: int | None = None,
                chunk: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
         """Sweeps of single-object moves (``polish.py``) on each image's layout, judged by the posterior loss
         on the monitor's fixed pairs.
@@ -538,7 +543,7 @@ class LayoutInversion:
                         int((layout != tokens[image]).view(-1, 3).any(dim=1).sum()), loss)
         return torch.stack(polished), torch.tensor(losses)
 
-    def monitor_loss_of(self, model, latents: torch.Tensor, chunk: int = 4, monitor: tuple | None = None
+    def monitor_loss_of(self, model: DIVE, latents: torch.Tensor, chunk: int = 4, monitor: tuple | None = None
                         ) -> Callable[[torch.Tensor], torch.Tensor]:
         """The loss that discrete searches over one image's layouts judge by: a function from (K, L) int64
         layouts to their (K,) posterior losses on the monitor's fixed pairs (on the CPU), for ``latents``
@@ -554,7 +559,7 @@ class LayoutInversion:
 
         return loss_of
 
-    def invert_runs(self, model, latents: torch.Tensor, run_seeds: list[int],
+    def invert_runs(self, model: DIVE, latents: torch.Tensor, run_seeds: list[int],
                     error_maps: torch.Tensor | None = None) -> InversionResult:
         """One inversion per row of ``latents`` (R, C, h, w), started from ``run_seeds`` (R integers) and, for
         ``INIT error_map``, from ``error_maps`` (R, h, w)."""
@@ -568,11 +573,11 @@ class LayoutInversion:
         timesteps, image_noise, prior_noise = timesteps.to(device), image_noise.to(device), prior_noise.to(device)
         monitor = self.monitor_pairs_for(model, latents)
 
-        def step_loss(index, chosen, embeddings):
+        def step_loss(index: torch.Tensor, chosen: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
             return self.posterior_loss(model, latents[index], embeddings, timesteps[chosen], image_noise[chosen],
                                        prior_noise[chosen])
 
-        def monitor_loss(index, embeddings):
+        def monitor_loss(index: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
             return self.posterior_loss(model, latents[index], embeddings, *monitor)
 
         layout = self.initial_layout(model, run_seeds, device, error_maps)
@@ -581,7 +586,8 @@ class LayoutInversion:
                                self.record_history, self.smoothing_schedule(layout),
                                self.slot_reseeding(model, layout, vocabulary, monitor_loss, run_seeds))
 
-    def slot_reseeding(self, model, layout, vocabulary: torch.Tensor, monitor_loss, run_seeds: list[int]
+    def slot_reseeding(self, model: DIVE, layout: EmbeddingSequence | BoxSlots, vocabulary: torch.Tensor,
+                       monitor_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], run_seeds: list[int]
                        ) -> SlotReseeding | None:
         """The ``after_step`` hook that reseeds the weakest slot of each run (``reseeding.py``); None when
         ``reseed_period`` is 0."""
@@ -596,7 +602,7 @@ class LayoutInversion:
         return SlotReseeding(layout, vocabulary, lambda rows, layouts: monitor_loss(rows, vocabulary[layouts]),
                              new_slot, self.reseed_period, self.max_steps, self.reseed_max_rise)
 
-    def smoothing_schedule(self, layout) -> Callable[[int], None] | None:
+    def smoothing_schedule(self, layout: EmbeddingSequence | BoxSlots) -> Callable[[int], None] | None:
         """The ``before_step`` hook that anneals a BoxSlots layout's corner smoothing from
         ``box_smoothing_start`` to ``box_smoothing``; None when the smoothing is constant."""
         if self.box_smoothing_start <= 0 or not isinstance(layout, BoxSlots):

@@ -15,11 +15,17 @@ sizes and classes are drawn as the random start draws them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from ..modeling.meta_arch import DIVE
 
 
 @torch.no_grad()
-def empty_layout_error_map(model, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def empty_layout_error_map(model: DIVE, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor
+                           ) -> torch.Tensor:
     """(B, h, w) per-position denoising error of p(x|y) given the empty layout, averaged over the K pairs and
     the latent channels.
 

@@ -19,9 +19,14 @@ before snapping, detached).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..layout import nearest_allowed_tokens
+
+if TYPE_CHECKING:
+    from ..modeling.meta_arch import DIVE
 
 PARAMETERISATIONS = ("embedding", "box")
 
@@ -83,7 +88,7 @@ def _logit(probability: torch.Tensor) -> torch.Tensor:
 class BoxSlots:
     """Per slot: class logits over (classes, none) and a box as sigmoid centre and size."""
 
-    def __init__(self, model, classes: torch.Tensor, boxes: torch.Tensor, class_confidence: float = 1.0,
+    def __init__(self, model: DIVE, classes: torch.Tensor, boxes: torch.Tensor, class_confidence: float = 1.0,
                  smoothing: float = 0.0):
         """
         Args:

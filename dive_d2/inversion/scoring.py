@@ -14,15 +14,21 @@ The paper does not say how DIVE ranks its detections. Three scores, chosen by MO
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..layout import leave_one_out_layouts
 
+if TYPE_CHECKING:
+    from ..modeling.meta_arch import DIVE
+    from .engine import LayoutInversion
+
 SCORES = ("leave_one_out", "margin", "constant")
 
 
-def leave_one_out_scores(model, inversion, latents: torch.Tensor, tokens: torch.Tensor, slots: torch.Tensor,
-                         temperature: float) -> torch.Tensor:
+def leave_one_out_scores(model: DIVE, inversion: LayoutInversion, latents: torch.Tensor, tokens: torch.Tensor,
+                         slots: torch.Tensor, temperature: float) -> torch.Tensor:
     """(K,) scores of the objects in ``slots`` of one layout.
 
     Args:
@@ -39,7 +45,7 @@ def leave_one_out_scores(model, inversion, latents: torch.Tensor, tokens: torch.
     return torch.sigmoid((losses[1:] - losses[0]) / temperature)
 
 
-def margin_scores(model, embeddings: torch.Tensor, slots: torch.Tensor, metric: str) -> torch.Tensor:
+def margin_scores(model: DIVE, embeddings: torch.Tensor, slots: torch.Tensor, metric: str) -> torch.Tensor:
     """(K,) snapping margins of the objects in ``slots``, from one layout's (L, width) embeddings."""
     if len(slots) == 0:
         return torch.zeros(0, device=embeddings.device)

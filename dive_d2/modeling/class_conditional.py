@@ -14,9 +14,10 @@ classifies each image with MODEL.DIFFUSION_CLASSIFIER.METHOD and returns ``[{"pr
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
-from detectron2.config import configurable
+from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -25,6 +26,9 @@ from torch import nn
 
 from .denoising import denoising_error
 from .meta_arch import build_scheduler
+
+if TYPE_CHECKING:  # the classification package uses this model: no import at run time
+    from ..classification import Classifier
 
 CLASSIFIER_PART_FOLDERS = ("class_table", "unet", "scheduler")
 
@@ -47,7 +51,7 @@ class ClassEmbeddingTable(ModelMixin, ConfigMixin):
         return self.embedding(labels)
 
 
-def build_class_conditional_parts(cfg) -> dict[str, nn.Module]:
+def build_class_conditional_parts(cfg: CfgNode) -> dict[str, nn.Module]:
     """Freshly initialised class table, UNet and scheduler from MODEL.DIFFUSION_CLASSIFIER keys."""
     node = cfg.MODEL.DIFFUSION_CLASSIFIER
     channels = tuple(node.BLOCK_OUT_CHANNELS)
@@ -67,7 +71,8 @@ class DiffusionClassifier(nn.Module):
 
     @configurable
     def __init__(self, *, class_table: ClassEmbeddingTable, unet: UNet2DModel, scheduler: DDPMScheduler,
-                 input_size: int, in_channels: int, input_format: str, classifier=None):
+                 input_size: int, in_channels: int, input_format: str,
+                 classifier: Classifier | None = None):
         """
         Args:
             class_table, unet, scheduler: the model's parts.
@@ -93,7 +98,7 @@ class DiffusionClassifier(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(127.5), persistent=False)
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: CfgNode):
         from ..classification import build_classifier
 
         node = cfg.MODEL.DIFFUSION_CLASSIFIER
@@ -134,7 +139,7 @@ class DiffusionClassifier(nn.Module):
         return denoising_error(lambda noisy, t: self.unet(noisy, t, class_labels=class_embeddings).sample,
                                images, timesteps, noise, self.scheduler)
 
-    def forward(self, batched_inputs: list[dict]):
+    def forward(self, batched_inputs: list[dict]) -> dict[str, torch.Tensor] | list[dict]:
         images = self.preprocess_images(batched_inputs)
         if not self.training:
             return self.inference(images, [self.image_seed(item) for item in batched_inputs])

@@ -57,7 +57,7 @@ def noise_for_clean(noisy: torch.Tensor, clean: torch.Tensor, alpha_bar: torch.T
 
 
 def fixed_pairs(num_pairs: int, sample_shape: tuple[int, ...], num_train_timesteps: int, seed: int,
-                first_timestep: int = 0):
+                first_timestep: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``num_pairs`` (timestep, noise) pairs: timesteps evenly spread over [first_timestep,
     num_train_timesteps), seeded noise.
 
@@ -72,7 +72,8 @@ def fixed_pairs(num_pairs: int, sample_shape: tuple[int, ...], num_train_timeste
 
 
 def pairs_in_window(count: int, sample_shape: tuple[int, ...], scheduler: SchedulerMixin, min_timestep: int,
-                    max_timestep: int, seed: int, device: torch.device | str = "cpu"):
+                    max_timestep: int, seed: int, device: torch.device | str = "cpu"
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fixed_pairs`` over the window [min_timestep, max_timestep or the whole schedule), on ``device``.
 
     Both DIVE's layout inversion and the classifiers draw their pairs here, so the window is validated once.

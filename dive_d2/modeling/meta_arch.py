@@ -23,7 +23,7 @@ import os
 
 import torch
 import torch.nn.functional as F
-from detectron2.config import configurable
+from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
@@ -194,7 +194,7 @@ class DIVE(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(127.5), persistent=False)
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: CfgNode):
         dive = cfg.MODEL.DIVE
         tokenizer = LayoutTokenizer(dive.NUM_CLASSES, dive.GRID_SIZE, dive.NUM_SLOTS)
         first_stage = FirstStage(dive.FIRST_STAGE.NAME, dive.FIRST_STAGE.PATH, dive.FIRST_STAGE.SCALING_FACTOR or None)
@@ -267,7 +267,8 @@ class DIVE(nn.Module):
         return torch.stack(tokens).to(self.device)
 
     # ---- the two models --------------------------------------------------------------------------------------
-    def image_denoising_error(self, latents, token_embeddings, timesteps, noise) -> torch.Tensor:
+    def image_denoising_error(self, latents: torch.Tensor, token_embeddings: torch.Tensor, timesteps: torch.Tensor,
+                              noise: torch.Tensor) -> torch.Tensor:
         """(B,) denoising error of p(x|y) for latents (B, C, h, w) given (B, L, width) layout embeddings."""
         context = self.layout_encoder(token_embeddings)
         return denoising_error(lambda noisy, t: self.predict_image_noise(noisy, t, context), latents, timesteps,
@@ -284,7 +285,8 @@ class DIVE(nn.Module):
             inputs.append(self.spatial_map(context, *noisy.shape[-2:]))
         return self.unet(torch.cat(inputs, dim=1), timesteps, encoder_hidden_states=context).sample
 
-    def prior_denoising_error(self, token_embeddings, timesteps, noise) -> torch.Tensor:
+    def prior_denoising_error(self, token_embeddings: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor
+                              ) -> torch.Tensor:
         """(B,) denoising error of p(y) for (B, L, width) layout embeddings."""
         clean = token_embeddings / prior_input_scale(self.layout_encoder.vocabulary())
         return denoising_error(self.prior, clean, timesteps, noise, self.scheduler)
@@ -292,7 +294,7 @@ class DIVE(nn.Module):
     def _random_timesteps(self, batch_size: int) -> torch.Tensor:
         return torch.randint(0, self.scheduler.config.num_train_timesteps, (batch_size,), device=self.device)
 
-    def forward(self, batched_inputs: list[dict]):
+    def forward(self, batched_inputs: list[dict]) -> dict[str, torch.Tensor] | list[dict]:
         if not self.training:
             return self.inference(batched_inputs)
         tokens = self.layout_tokens(batched_inputs, generator=self.shuffle_generator)
@@ -454,7 +456,7 @@ class DIVE(nn.Module):
                 getattr(self, name).save_pretrained(os.path.join(directory, name))
 
 
-def build_parts(cfg, tokenizer: LayoutTokenizer, first_stage: FirstStage) -> dict[str, nn.Module]:
+def build_parts(cfg: CfgNode, tokenizer: LayoutTokenizer, first_stage: FirstStage) -> dict[str, nn.Module]:
     """Freshly initialised layout encoder, spatial map (or None), UNet, prior and scheduler from MODEL.DIVE keys."""
     dive = cfg.MODEL.DIVE
     width = dive.LAYOUT_ENCODER.WIDTH
@@ -488,7 +490,7 @@ def build_parts(cfg, tokenizer: LayoutTokenizer, first_stage: FirstStage) -> dic
             "scheduler": build_scheduler(cfg)}
 
 
-def build_scheduler(cfg) -> DDPMScheduler:
+def build_scheduler(cfg: CfgNode) -> DDPMScheduler:
     """The diffusers DDPM noise schedule of MODEL.DIVE.SCHEDULER (epsilon prediction)."""
     schedule = cfg.MODEL.DIVE.SCHEDULER
     return DDPMScheduler(num_train_timesteps=schedule.NUM_TRAIN_TIMESTEPS, beta_schedule=schedule.BETA_SCHEDULE,
