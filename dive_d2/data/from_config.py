@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 from functools import partial
+from operator import attrgetter
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -93,9 +94,7 @@ def register_user_coco_datasets(cfg: CfgNode) -> CfgNode:
         cfg.DATASETS.TEST = (name,)
     key = CLASS_COUNT_KEYS.get(cfg.MODEL.META_ARCHITECTURE)
     if key is not None:
-        num_classes = cfg
-        for part in key.split("."):
-            num_classes = num_classes[part]
+        num_classes = attrgetter(key)(cfg)
         if num_classes != len(class_names):
             raise ValueError(f"the model has {key}={num_classes} but its classes are {class_names} "
                              f"({len(class_names)}); set {key} {len(class_names)}")
