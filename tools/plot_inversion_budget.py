@@ -43,9 +43,8 @@ def budget_and_patience_rows(results: str, score: str, restarts: int | None = No
     path, rows = read_rows(results)
     parsed = []
     for row in rows:
-        match = SETTING_PATTERN.match(row["setting"])
-        if (match is None or row.get("score") != score or row.get("selection", "best") != "best"
-                or row.get("polish_sweeps", 0) != 0):
+        match = SETTING_PATTERN.match(row["setting"])  # polished settings end in ", polished xN": no match
+        if match is None or row.get("score") != score or row.get("selection", "best") != "best":
             continue
         parsed.append((match.group(1), int(match.group(2) or 1), row))
     if not parsed:
@@ -80,11 +79,13 @@ def main() -> None:
     if len(labels) != len(args.results) or len(restarts) != len(args.results):
         raise ValueError(f"{len(labels)} labels and {len(restarts)} restart counts for {len(args.results)} inputs")
 
-    curves = [(label, *budget_and_patience_rows(results, args.score, count))
-              for results, label, count in zip(args.results, labels, restarts, strict=True)]
-    with_gap = any(all("mean_relative_gap" in row for row in budgets) for _, budgets, _ in curves)
+    curves = []
+    for results, label, count in zip(args.results, labels, restarts, strict=True):
+        budgets, patiences = budget_and_patience_rows(results, args.score, count)
+        curves.append((label, budgets, patiences, all("mean_relative_gap" in row for row in budgets)))
+    with_gap = any(has_gap for *_, has_gap in curves)
     figure, axes = plt.subplots(1, 3 if with_gap else 2, figsize=(14 if with_gap else 10, 3.8))
-    for label, budgets, patiences in curves:
+    for label, budgets, patiences, has_gap in curves:
         steps = [row["mean_stop_step"] for row in budgets]
         color = None
         for axis, metric in zip(axes[:2], ("AP50", "AP75"), strict=True):
@@ -95,7 +96,7 @@ def main() -> None:
                           markerfacecolor="none", color=color)
                 axis.annotate(row["setting"].split(" (")[0], (row["mean_stop_step"], row[metric]), fontsize=7,
                               xytext=(5, 4), textcoords="offset points", color=color)
-        if with_gap and all("mean_relative_gap" in row for row in budgets):
+        if has_gap:
             axes[2].plot(steps, [100 * row["mean_relative_gap"] for row in budgets], marker="o", label=label,
                          color=color)
         for row in budgets + patiences:
