@@ -20,6 +20,11 @@ def add_dive_config(cfg: CN) -> CN:
     # Evaluate on the first N images of each test dataset only (0: all). For quick runs; the subset is
     # the dataset's first N records, so it is the same on every machine.
     cfg.DATASETS.TEST_LIMIT = 0
+    # DIVE evaluations keep each image's detections in this folder (relative to OUTPUT_DIR, or absolute) as
+    # soon as its batch is inverted, and a rerun of the same evaluation reads them back instead of inverting
+    # again, so an interrupted 500-image run resumes (dive_d2/evaluation/detections_cache.py). Files are per
+    # weights, MODEL config and code, so nothing stale is reused. "" turns it off. Faster R-CNN ignores it.
+    cfg.TEST.DETECTIONS_CACHE = "detections_cache"
 
     # ---- optimizer, see dive_d2/solver.py ----
     cfg.SOLVER.OPTIMIZER = "SGD"  # "SGD" (Detectron2's builder) or "ADAMW"

@@ -23,12 +23,13 @@ from detectron2.utils.logger import setup_logger
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2 import add_dive_config
 from dive_d2.data import ClassificationMapper, build_train_mapper, prepare_datasets_from_config
-from dive_d2.evaluation import ClassificationEvaluator, InversionStatsEvaluator
+from dive_d2.evaluation import CachedDetector, ClassificationEvaluator, InversionStatsEvaluator
 from dive_d2.solver import build_optimizer
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with COCOEvaluator (for DIVE also the inversion's stopping steps), the optimizer
+    """DefaultTrainer with COCOEvaluator (for DIVE also the inversion's stopping steps, and a detections
+    cache that makes its evaluations resumable), the optimizer
     chosen by SOLVER.OPTIMIZER, and a layout-only data mapper when only a prior trains. A
     DiffusionClassifier reads classification splits and reports top-1 accuracy instead."""
 
@@ -45,6 +46,13 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(cfg, model)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        # DIVE's evaluation takes hours on a CPU: keep every finished image so a rerun resumes (TEST.DETECTIONS_CACHE).
+        if cfg.MODEL.META_ARCHITECTURE == "DIVE" and cfg.TEST.DETECTIONS_CACHE:
+            model = CachedDetector.from_config(cfg, model)
+        return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

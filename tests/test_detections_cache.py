@@ -1,0 +1,132 @@
+"""Resumable DIVE evaluation: the detections cache returns what the model would, runs each image once, keys
+its files by weights and settings, survives a cut last line, and resumes an evaluation through train_net."""
+
+import json
+
+import pytest
+import torch
+
+from dive_d2.evaluation.detections_cache import (
+    CachedDetector,
+    inference_settings,
+    model_fingerprint,
+    read_records,
+    source_digest,
+)
+
+from .test_dive_training import make_input, mixed_batch, tiny_cfg
+from .test_inversion import TINY_INVERSION, tiny_model
+
+
+class CountingModel(torch.nn.Module):
+    """A detector that records the size of every batch it is asked to run."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.batch_sizes = []
+
+    def forward(self, batched_inputs):
+        self.batch_sizes.append(len(batched_inputs))
+        return self.model(batched_inputs)
+
+
+def assert_same_outputs(first, second):
+    assert len(first) == len(second)
+    for a, b in zip(first, second, strict=True):
+        assert a["instances"].image_size == b["instances"].image_size
+        assert torch.equal(a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor)
+        assert torch.equal(a["instances"].scores, b["instances"].scores)
+        assert torch.equal(a["instances"].pred_classes, b["instances"].pred_classes)
+        assert a["inversion_steps"] == b["inversion_steps"]
+
+
+def test_cached_detections_equal_fresh_ones_and_each_image_runs_once(tmp_path):
+    batch = mixed_batch()
+    fresh = tiny_model()(batch)
+    assert any(len(output["instances"]) for output in fresh), "an empty result would not test the round trip"
+
+    counting = CountingModel(tiny_model()).eval()
+    first = CachedDetector(counting, str(tmp_path), "f" * 64).eval()
+    assert_same_outputs(first(batch[:2]), fresh[:2])
+    # A new wrapper (a rerun) over the same file: only the third image is inverted, alone.
+    second = CachedDetector(counting, str(tmp_path), "f" * 64).eval()
+    resumed = second(batch)
+    assert counting.batch_sizes == [2, 1]
+    assert_same_outputs(resumed, fresh)
+    assert [output.get("from_cache", False) for output in resumed] == [True, True, False]
+    # Another fingerprint is another file: nothing is reused.
+    CachedDetector(counting, str(tmp_path), "e" * 64).eval()(batch[:1])
+    assert counting.batch_sizes == [2, 1, 1]
+
+
+def test_fingerprint_follows_weights_and_settings_not_the_weights_path():
+    model = tiny_model()
+    cfg = tiny_cfg(*TINY_INVERSION)
+    source = source_digest()
+
+    def fingerprint(opts=()):
+        changed = cfg.clone()
+        changed.merge_from_list(list(opts))
+        return model_fingerprint(model, inference_settings(changed), source)
+
+    reference = fingerprint()
+    assert fingerprint(["MODEL.WEIGHTS", "elsewhere/model.pth"]) == reference
+    assert fingerprint(["MODEL.DIVE.INVERSION.SEED", "1"]) != reference
+    assert fingerprint(["MODEL.DEVICE", "cuda"]) != reference
+    assert model_fingerprint(model, inference_settings(cfg), "other code") != reference
+    with torch.no_grad():
+        next(model.unet.parameters()).view(-1)[0] += 1e-3
+    assert fingerprint() != reference
+
+
+def test_a_cut_last_line_is_dropped_and_a_broken_line_is_named(tmp_path):
+    model = CountingModel(tiny_model()).eval()
+    batch = [make_input(3, 64, 64, [], [], seed=seed) for seed in range(2)]
+    cached = CachedDetector(model, str(tmp_path), "a" * 64).eval()
+    cached(batch)
+    with open(cached.path, "a") as f:
+        f.write('{"key": "cut')  # the process died while writing this record
+    rerun = CachedDetector(model, str(tmp_path), "a" * 64).eval()
+    assert len(rerun.records) == 2
+    rerun([make_input(3, 64, 64, [], [], seed=2)])
+    assert len(read_records([rerun.path])) == 3, "the new record must start on a line of its own"
+
+    lines = open(cached.path).read().split("\n")
+    lines[0] = "not json"
+    with open(cached.path, "w") as f:
+        f.write("\n".join(lines))
+    with pytest.raises(ValueError, match=rf"{cached.path}, line 1"):
+        CachedDetector(model, str(tmp_path), "a" * 64)
+
+
+def test_an_interrupted_evaluation_resumes_with_the_same_coco_numbers(tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
+
+    DetectionCheckpointer(tiny_model(), save_dir=str(tmp_path)).save("tiny")
+    train_net = load_tool("train_net")
+
+    def evaluate(limit, output_dir):
+        return train_net.main(train_net.default_argument_parser().parse_args([
+            "--config-file", f"{REPO_ROOT}/configs/shapes/dive.yaml", "--eval-only",
+            "MODEL.WEIGHTS", str(tmp_path / "tiny.pth"), "DATASETS.TEST_LIMIT", str(limit), *TINY_DIVE_OPTS,
+            *TINY_INVERSION, "OUTPUT_DIR", str(output_dir)]))
+
+    uninterrupted = evaluate(3, tmp_path / "uninterrupted")
+    assert uninterrupted["inversion"]["images_from_cache"] == 0
+    evaluate(2, tmp_path / "resumed")  # stands for a run stopped after two images
+    resumed = evaluate(3, tmp_path / "resumed")
+    assert resumed["inversion"]["images_from_cache"] == 2
+    assert str(resumed["bbox"]) == str(uninterrupted["bbox"])  # as text: APm and APl are nan here
+    assert resumed["inversion"]["mean_stop_step"] == uninterrupted["inversion"]["mean_stop_step"]
+
+    def detections(output_dir):
+        return json.loads((output_dir / "inference" / "dive_shapes_val_first3" / "coco_instances_results.json")
+                          .read_text())
+
+    assert detections(tmp_path / "resumed") == detections(tmp_path / "uninterrupted")
+    assert detections(tmp_path / "resumed"), "no detections: the comparison would be empty"
+    (cache_file,) = (tmp_path / "resumed" / "detections_cache").iterdir()
+    assert len([json.loads(line) for line in cache_file.read_text().splitlines()]) == 3
