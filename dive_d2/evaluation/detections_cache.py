@@ -3,16 +3,16 @@
 DIVE takes half a minute per image on 2 CPU cores (4-7 hours for a 500-image split), so an evaluation must
 not lose its finished images to a late failure or the end of a session. ``CachedDetector`` wraps the model
 that ``inference_on_dataset`` runs: images of a batch that the cache file already holds are not inverted
-again; the others are inverted together and appended to the file (one JSON line each, flushed and synced)
-when their batch ends. Rerunning an interrupted evaluation with the same command resumes it, and a rerun on
+again; the others are inverted together and appended to this run's cache file (one JSON line each, flushed
+and synced) when their batch ends. Rerunning an interrupted evaluation with the same command resumes it, and a rerun on
 a subset (``DATASETS.TEST_LIMIT``) reads the images it shares with the full run.
 
-A cache file belongs to one fingerprint: the model's weights and buffers, the ``MODEL`` config (less the
-``MODEL.WEIGHTS`` path) with ``INPUT.FORMAT``, and the source of the dive_d2 package. Changing any of them
-starts another file instead of returning detections made by another model or code. Within a file, an image
-is known by its "image_id" and the hash of its input pixels and output size, so one file serves several
-datasets. DIVE's detections for an image depend only on the image, its id and the seed (tested), which is
-what makes them safe to reuse.
+A cache file belongs to one fingerprint (its name's first part): the model's weights and buffers, the
+``MODEL`` config (less the ``MODEL.WEIGHTS`` path) with ``INPUT.FORMAT``, and the source of the dive_d2
+package. Changing any of them starts another file instead of returning detections made by another model or
+code. Within a file, an image is known by its "image_id" and the hash of its input pixels and output size, so
+one file serves several datasets. DIVE's detections for an image depend only on the image, its id and the seed
+(tested), which is what makes them safe to reuse.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable
 
 import torch
 from detectron2.config import CfgNode
 from detectron2.structures import Boxes, Instances
-from detectron2.utils import comm
 from torch import nn
 
 logger = logging.getLogger(__name__)
@@ -114,8 +114,8 @@ def read_records(paths: Iterable[str]) -> dict[str, dict]:
                 raise ValueError(f"Detections cache {path}, line {number}: not a cache record ({error}); "
                                  "delete the file to recompute its images") from error
         if lines[-1]:
-            logger.warning("Detections cache %s: skipping an incomplete last line (%d characters)", path,
-                           len(lines[-1]))
+            logger.warning("Detections cache %s: skipping its incomplete last line (%d characters; the run "
+                           "writing it stopped)", path, len(lines[-1]))
     return records
 
 
@@ -137,27 +137,17 @@ class CachedDetector(nn.Module):
         self.model = model
         os.makedirs(directory, exist_ok=True)
         stem = os.path.join(directory, fingerprint[:24])
-        # One file per process, so that distributed workers never write to the same file.
-        self.path = f"{stem}.rank{comm.get_rank()}.jsonl"
-        self.records = read_records(sorted(glob.glob(f"{glob.escape(stem)}.rank*.jsonl")))
-        self.drop_incomplete_line()
-        logger.info("Detections cache %s: %d image(s) already done", self.path, len(self.records))
+        self.records = read_records(sorted(glob.glob(f"{glob.escape(stem)}.*.jsonl")))
+        # Each process appends to a file of its own, created with its first record, so that concurrent or
+        # distributed runs never write to one file and a file cut short by a crash is never appended to.
+        self.path = f"{stem}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"
+        logger.info("Detections cache %s.*: %d image(s) already done", stem, len(self.records))
 
     @classmethod
     def from_config(cls, cfg: CfgNode, model: nn.Module) -> CachedDetector:
         """The wrapper for ``model`` built from ``cfg``, its files in ``OUTPUT_DIR/TEST.DETECTIONS_CACHE``."""
         fingerprint = model_fingerprint(model, inference_settings(cfg), source_digest())
         return cls(model, os.path.join(cfg.OUTPUT_DIR, cfg.TEST.DETECTIONS_CACHE), fingerprint)
-
-    def drop_incomplete_line(self) -> None:
-        """Cut this process's file after its last newline, so that new records start on a line of their own."""
-        if not os.path.exists(self.path):
-            return
-        with open(self.path, "rb+") as f:
-            data = f.read()
-            end = data.rfind(b"\n") + 1
-            if end < len(data):
-                f.truncate(end)
 
     def forward(self, batched_inputs: list[dict]) -> list[dict]:
         if self.training:
