@@ -2,16 +2,16 @@
 
 DIVE takes half a minute per image on 2 CPU cores (4-7 hours for a 500-image split), so an evaluation must
 not lose its finished images to a late failure or the end of a session. ``CachedDetector`` wraps the model
-that ``inference_on_dataset`` runs: images of a batch that the cache file already holds are not inverted
-again; the others are inverted together and appended to this run's cache file (one JSON line each, flushed
-and synced) when their batch ends. Rerunning an interrupted evaluation with the same command resumes it, and a rerun on
-a subset (``DATASETS.TEST_LIMIT``) reads the images it shares with the full run.
+that ``inference_on_dataset`` runs: images of a batch that the cache files already hold are not inverted
+again; the others are inverted together and appended to this run's own file (one JSON line each, flushed
+and synced) when their batch ends. Rerunning an interrupted evaluation with the same command resumes it,
+and a rerun on a subset (``DATASETS.TEST_LIMIT``) reads the images it shares with the full run.
 
-A cache file belongs to one fingerprint (its name's first part): the model's weights and buffers, the
+Cache files belong to one fingerprint (the first part of their names): the model's weights and buffers, the
 ``MODEL`` config (less the ``MODEL.WEIGHTS`` path) with ``INPUT.FORMAT``, and the source of the dive_d2
-package. Changing any of them starts another file instead of returning detections made by another model or
-code. Within a file, an image is known by its "image_id" and the hash of its input pixels and output size, so
-one file serves several datasets. DIVE's detections for an image depend only on the image, its id and the seed
+package. Changing any of them starts other files instead of returning detections made by another model or
+code. An image is known by its "image_id" and the hash of its input pixels and output size, so the files
+serve several datasets. DIVE's detections for an image depend only on the image, its id and the seed
 (tested), which is what makes them safe to reuse.
 """
 
