@@ -29,9 +29,9 @@ from dive_d2.solver import build_optimizer
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with COCOEvaluator (for DIVE also the inversion's stopping steps, and a detections
-    cache that makes its evaluations resumable), the optimizer
-    chosen by SOLVER.OPTIMIZER, and a layout-only data mapper when only a prior trains. A
-    DiffusionClassifier reads classification splits and reports top-1 accuracy instead."""
+    cache that makes its evaluations resumable), the optimizer chosen by SOLVER.OPTIMIZER, and a
+    layout-only data mapper when only a prior trains. A DiffusionClassifier reads classification splits
+    and reports top-1 accuracy instead."""
 
     @classmethod
     def build_train_loader(cls, cfg):
