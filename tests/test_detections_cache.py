@@ -80,6 +80,25 @@ def test_fingerprint_follows_weights_and_settings_not_the_weights_path():
     assert fingerprint() != reference
 
 
+def test_code_digest_ignores_comments_layout_and_docstrings_not_code(tmp_path):
+    package = tmp_path / "package"
+    (package / "sub").mkdir(parents=True)
+    module = package / "sub" / "module.py"
+
+    def digest_of(text):
+        module.write_text(text)
+        return source_digest(str(package))
+
+    reference = digest_of('"""Module."""\n\ndef f(x):\n    """Doc."""\n    return x + 1\n')
+    documented = '"""Other words."""\n# a comment\ndef f(x):  # why\n    """Changed doc."""\n\n    return (x + 1)\n'
+    assert digest_of(documented) == reference
+    assert digest_of('def f(x):\n    return x + 2\n') != reference
+    assert digest_of('def f(x):\n    "only a docstring differs"\n    return x + 1\n') == reference
+    assert digest_of('def f(x):\n    return x + 1\n\nLIMIT = 3\n') != reference
+    module.rename(package / "sub" / "renamed.py")
+    assert source_digest(str(package)) != reference
+
+
 def test_a_cut_last_line_is_skipped_and_a_broken_line_is_named(tmp_path):
     model = CountingModel(tiny_model()).eval()
     batch = [make_input(3, 64, 64, [], [], seed=seed) for seed in range(3)]

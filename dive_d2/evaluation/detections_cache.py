@@ -8,15 +8,16 @@ and synced) when their batch ends. Rerunning an interrupted evaluation with the 
 and a rerun on a subset (``DATASETS.TEST_LIMIT``) reads the images it shares with the full run.
 
 Cache files belong to one fingerprint (the first part of their names): the model's weights and buffers, the
-``MODEL`` config (less the ``MODEL.WEIGHTS`` path) with ``INPUT.FORMAT``, and the source of the dive_d2
-package. Changing any of them starts other files instead of returning detections made by another model or
-code. An image is known by its "image_id" and the hash of its input pixels and output size, so the files
-serve several datasets. DIVE's detections for an image depend only on the image, its id and the seed
-(tested), which is what makes them safe to reuse.
+``MODEL`` config (less the ``MODEL.WEIGHTS`` path) with ``INPUT.FORMAT``, and the code of the dive_d2
+package (its syntax trees: comments and docstrings do not count). Changing any of them starts other files
+instead of returning detections made by another model or code. An image is known by its "image_id" and
+the hash of its input pixels and output size, so the files serve several datasets. DIVE's detections for
+an image depend only on the image, its id and the seed (tested), which is what makes them safe to reuse.
 """
 
 from __future__ import annotations
 
+import ast
 import glob
 import hashlib
 import json
@@ -40,13 +41,29 @@ def tensor_bytes(tensor: torch.Tensor) -> bytes:
     return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
+def code_of(source: str | bytes, filename: str = "<source>") -> str:
+    """A module's syntax tree without its docstrings, as text.
+
+    Comments, layout and docstrings do not change it, so editing documentation keeps finished detections;
+    any change to what the code does changes it.
+    """
+    tree = ast.parse(source, filename=filename)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            is_docstring = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            if is_docstring and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
 def source_digest(package_dir: str = PACKAGE_DIR) -> str:
-    """sha256 of every .py file of the package (paths and contents, in sorted order)."""
+    """sha256 of the code (``code_of``) of every .py file of the package, with its path, in sorted order."""
     digest = hashlib.sha256()
     for path in sorted(glob.glob(os.path.join(package_dir, "**", "*.py"), recursive=True)):
         digest.update(os.path.relpath(path, package_dir).encode())
         with open(path, "rb") as f:
-            digest.update(f.read())
+            digest.update(code_of(f.read(), path).encode())
     return digest.hexdigest()
 
 
