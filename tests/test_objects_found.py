@@ -18,6 +18,12 @@ def test_objects_found_counts_same_class_overlaps_per_image(tmp_path):
     assert tool.objects_found(ground_truth, detections, 0.5) == {1: (1, 2), 2: (1, 1), 3: (0, 1)}
     assert tool.objects_found(ground_truth, detections, 0.75) == {1: (1, 2), 2: (0, 1), 3: (0, 1)}
     assert tool.objects_found(ground_truth, detections, 0.9) == {1: (0, 2), 2: (0, 1), 3: (0, 1)}
+    # Any class: the right box with the wrong class now counts.
+    assert tool.objects_found(ground_truth, detections, 0.5, class_agnostic=True) == {1: (2, 2), 2: (1, 1), 3: (0, 1)}
+    # Sides sqrt(w * h): 10, 10 and 9 px below the edge, 20 px above it.
+    hits = tool.hits_per_object(ground_truth, detections, 0.5)
+    assert tool.found_by_size(hits, [15]) == [(0.0, 15, 1, 3), (15, float("inf"), 1, 1)]
+    assert tool.found_by_size(hits, [10]) == [(0.0, 10, 0, 1), (10, float("inf"), 2, 3)]  # ranges [low, high)
 
     (tmp_path / "val_coco_format.json").write_text(json.dumps(ground_truth))
     with pytest.raises(FileNotFoundError, match="coco_instances_results.json"):

@@ -8,6 +8,8 @@ matching; ``dive_d2.evaluation.objects_found``), from the files ``tools/evaluate
 ``coco_instances_results.json`` (boxes xywh, pixels).
 
     .venv/bin/python tools/objects_found.py output/s14/shifts10x1000_images24_r4 output/s13/plain1000_images24_r4
+    .venv/bin/python tools/objects_found.py output/from_cache_173/inference/dive_shapes_val_first173 \
+        --iou 0.1 0.3 0.5 0.75 --class-agnostic --size-edges 15 22
 """
 
 from __future__ import annotations
@@ -27,19 +29,48 @@ def xyxy_boxes(xywh: list[list[float]]) -> torch.Tensor:
     return BoxMode.convert(torch.tensor(xywh, dtype=torch.float32).reshape(-1, 4), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
 
 
-def objects_found(ground_truth: dict, detections: list[dict], iou_threshold: float) -> dict[int, tuple[int, int]]:
-    """Per image id of the COCO ``ground_truth``: (objects some same-class detection overlaps at IoU >=
-    ``iou_threshold``, objects)."""
-    found = {}
+def hits_per_object(ground_truth: dict, detections: list[dict], iou_threshold: float,
+                    class_agnostic: bool = False) -> list[tuple[dict, bool]]:
+    """Each annotation of the COCO ``ground_truth`` with whether some detection on its image overlaps it at
+    IoU >= ``iou_threshold``: of the same class, or of any class with ``class_agnostic`` (which separates
+    boxes in the wrong place from right boxes with the wrong class)."""
+    def classes(items: list[dict]) -> torch.Tensor:
+        return torch.tensor([0 if class_agnostic else item["category_id"] for item in items], dtype=torch.int64)
+
+    hits = []
     for image in ground_truth["images"]:
         objects = [a for a in ground_truth["annotations"] if a["image_id"] == image["id"]]
         guesses = [d for d in detections if d["image_id"] == image["id"]]
-        hits = found_objects(xyxy_boxes([a["bbox"] for a in objects]),
-                             torch.tensor([a["category_id"] for a in objects], dtype=torch.int64),
-                             xyxy_boxes([d["bbox"] for d in guesses]),
-                             torch.tensor([d["category_id"] for d in guesses], dtype=torch.int64), iou_threshold)
-        found[image["id"]] = (int(hits.sum()), len(objects))
+        found = found_objects(xyxy_boxes([a["bbox"] for a in objects]), classes(objects),
+                              xyxy_boxes([d["bbox"] for d in guesses]), classes(guesses), iou_threshold)
+        hits.extend(zip(objects, found.tolist(), strict=True))
+    return hits
+
+
+def objects_found(ground_truth: dict, detections: list[dict], iou_threshold: float,
+                  class_agnostic: bool = False) -> dict[int, tuple[int, int]]:
+    """Per image id of the COCO ``ground_truth``: (objects some same-class detection, or any detection with
+    ``class_agnostic``, overlaps at IoU >= ``iou_threshold``, objects)."""
+    found = {image["id"]: (0, 0) for image in ground_truth["images"]}
+    for annotation, hit in hits_per_object(ground_truth, detections, iou_threshold, class_agnostic):
+        hits, total = found[annotation["image_id"]]
+        found[annotation["image_id"]] = (hits + hit, total + 1)
     return found
+
+
+def object_side(annotation: dict) -> float:
+    """sqrt(area) in pixels of a COCO annotation's xywh box."""
+    return (annotation["bbox"][2] * annotation["bbox"][3]) ** 0.5
+
+
+def found_by_size(hits: list[tuple[dict, bool]], edges: list[float]) -> list[tuple[float, float, int, int]]:
+    """(low, high, found, objects) per range of object size, sqrt(box area) in pixels, cut at ``edges``."""
+    bounds = [0.0, *edges, float("inf")]
+    rows = []
+    for low, high in zip(bounds[:-1], bounds[1:], strict=True):
+        inside = [hit for annotation, hit in hits if low <= object_side(annotation) < high]
+        rows.append((low, high, sum(inside), len(inside)))
+    return rows
 
 
 def read_run(folder: Path) -> tuple[dict, list[dict]]:
@@ -56,15 +87,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="folders written by an evaluation")
     parser.add_argument("--iou", nargs="+", type=float, default=[0.5, 0.75], help="IoU thresholds")
+    parser.add_argument("--class-agnostic", action="store_true",
+                        help="also count objects that a detection of any class overlaps")
+    parser.add_argument("--size-edges", nargs="*", type=float, default=[],
+                        help="also count per object size range, cut at these sqrt(area) values in pixels")
     args = parser.parse_args()
     for folder in args.runs:
         ground_truth, detections = read_run(folder)
         for threshold in args.iou:
-            found = objects_found(ground_truth, detections, threshold)
-            hits = sum(h for h, _ in found.values())
-            total = sum(n for _, n in found.values())
-            print(f"{folder}: IoU {threshold:g}: {hits} of {total} objects found, {len(detections)} detections "
-                  f"on {len(found)} images")
+            for class_agnostic in (False, True) if args.class_agnostic else (False,):
+                hits = hits_per_object(ground_truth, detections, threshold, class_agnostic)
+                which = "any class" if class_agnostic else "same class"
+                print(f"{folder}: IoU {threshold:g} ({which}): {sum(h for _, h in hits)} of {len(hits)} objects "
+                      f"found, {len(detections)} detections on {len(ground_truth['images'])} images")
+                for low, high, found, total in found_by_size(hits, args.size_edges) if args.size_edges else []:
+                    print(f"    size {low:g}-{high:g} px: {found} of {total}")
 
 
 if __name__ == "__main__":
