@@ -8,7 +8,7 @@ matching; ``dive_d2.evaluation.objects_found``), from the files ``tools/evaluate
 ``coco_instances_results.json`` (boxes xywh, pixels).
 
     .venv/bin/python tools/objects_found.py output/s14/shifts10x1000_images24_r4 output/s13/plain1000_images24_r4
-    .venv/bin/python tools/objects_found.py output/shapes_val_full/inference/dive_shapes_val_first394 \
+    .venv/bin/python tools/objects_found.py output/shapes_val_full/inference/dive_shapes_val \
         --iou 0.1 0.3 0.5 0.75 --class-agnostic --size-edges 15 22
 """
 
