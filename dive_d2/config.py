@@ -168,6 +168,14 @@ def add_dive_config(cfg: CN) -> CN:
     # Detection confidence: "leave_one_out", "margin" or "constant" (dive_d2/inversion/scoring.py).
     cfg.MODEL.DIVE.INVERSION.SCORE = "leave_one_out"
     cfg.MODEL.DIVE.INVERSION.SCORE_TEMPERATURE = 0.01  # leave_one_out: sigmoid(loss rise / this); AP-neutral
+    # Not in the paper: after decoding, fit each box to the connected parts of the empty layout's denoising-error
+    # map (cells above REFINE_THRESHOLD x its maximum) that touch it, within a window widened on each side by
+    # max(REFINE_MIN_MARGIN, REFINE_MARGIN_RATIO x the box side) (normalised units); classes and scores are kept
+    # (dive_d2/inversion/box_refinement.py). Applies to "best" and "pooled" alike.
+    cfg.MODEL.DIVE.INVERSION.REFINE_BOXES = False
+    cfg.MODEL.DIVE.INVERSION.REFINE_THRESHOLD = 0.15
+    cfg.MODEL.DIVE.INVERSION.REFINE_MIN_MARGIN = 0.1875
+    cfg.MODEL.DIVE.INVERSION.REFINE_MARGIN_RATIO = 1.5
 
     # diffusers DDPMScheduler, epsilon prediction, shared by both models (and by MODEL.DIFFUSION_CLASSIFIER)
     cfg.MODEL.DIVE.SCHEDULER = CN()

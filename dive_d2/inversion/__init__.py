@@ -1,5 +1,6 @@
 """Detection by inversion: optimising a layout so that p(x|y) p(y) explains the image."""
 
+from .box_refinement import ErrorMapBoxRefinement
 from .engine import (
     InversionResult,
     LayoutInversion,
@@ -12,5 +13,6 @@ from .engine import (
 from .pooling import RESTART_SELECTIONS, pool_detections
 from .scoring import SCORES, leave_one_out_scores, margin_scores
 
-__all__ = ["RESTART_SELECTIONS", "SCORES", "InversionResult", "LayoutInversion", "MonitorCheck", "best_restarts",
-           "hashed_seed", "leave_one_out_scores", "margin_scores", "pool_detections", "replay_checks", "restart_seed"]
+__all__ = ["RESTART_SELECTIONS", "SCORES", "ErrorMapBoxRefinement", "InversionResult", "LayoutInversion",
+           "MonitorCheck", "best_restarts", "hashed_seed", "leave_one_out_scores", "margin_scores", "pool_detections",
+           "replay_checks", "restart_seed"]

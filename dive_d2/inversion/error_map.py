@@ -6,7 +6,8 @@ monitor's 16 pairs) puts 99% of its mass inside the ground-truth boxes, which co
 (``tools/error_map_check.py``; docs/detection.md, "Starts from the empty layout's error map"). The error
 map is the model's own signal, not a second detector: it only decides where each run's slots start, and
 gradient descent on the posterior loss does the rest. Measured: the runs touch more objects and end
-closer to the truth's loss, but the returned boxes are not better on every slice; off by default.
+closer to the truth's loss, but the returned boxes are not better on every slice; off by default. The same
+map fits the returned boxes when ``REFINE_BOXES`` is on (``box_refinement.py``).
 
 Each slot's centre is drawn from the map raised to a power (a density over the latent grid), then the map
 is cleared inside that slot's starting box, so a run's slots start on different parts of the image. Box

@@ -34,6 +34,7 @@ from ..data.hard_negatives import HardNegativeImage, load_hard_negatives
 from ..inversion import (
     RESTART_SELECTIONS,
     SCORES,
+    ErrorMapBoxRefinement,
     InversionResult,
     LayoutInversion,
     hashed_seed,
@@ -41,6 +42,7 @@ from ..inversion import (
     margin_scores,
     pool_detections,
 )
+from ..inversion.error_map import empty_layout_error_map
 from ..layout import DecodedLayout, LayoutTokenizer, random_object_moves
 from .denoising import clean_estimate, denoising_error, noise_prediction_error, ranking_loss
 from .first_stage import FirstStage
@@ -93,6 +95,7 @@ class DIVE(nn.Module):
         score_temperature: float = 0.01,
         restart_selection: str = "best",
         pool_iou: float = 0.5,
+        box_refinement: ErrorMapBoxRefinement | None = None,
         prior_rounding_weight: float = 0.0,
         ranking_weight: float = 0.0,
         ranking_temperature: float = 0.05,
@@ -115,6 +118,8 @@ class DIVE(nn.Module):
             score, score_temperature: detection confidence, see dive_d2/inversion/scoring.py.
             restart_selection, pool_iou: with several restarts, return the best run ("best") or the union of
                 all runs' objects ("pooled", merged at IoU >= pool_iou); see dive_d2/inversion/pooling.py.
+            box_refinement: if given, the returned boxes are fitted to the image's empty-layout error map
+                (dive_d2/inversion/box_refinement.py; not in the paper).
             prior_rounding_weight: weight of ``loss_prior_rounding`` (``rounding_loss``, each sample weighted
                 by its a_t) in training the prior; 0 trains on the epsilon loss alone.
             ranking_weight, ranking_temperature, ranking_shifts: weight of ``loss_image_ranking`` (the true
@@ -166,6 +171,7 @@ class DIVE(nn.Module):
             raise ValueError(f"DIVE: MODEL.DIVE.INVERSION.POOL_IOU must lie in (0, 1], got {pool_iou}")
         self.restart_selection = restart_selection
         self.pool_iou = pool_iou
+        self.box_refinement = box_refinement
         if prior_rounding_weight < 0:
             raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
         self.prior_rounding_weight = prior_rounding_weight
@@ -216,6 +222,7 @@ class DIVE(nn.Module):
             "score_temperature": dive.INVERSION.SCORE_TEMPERATURE,
             "restart_selection": dive.INVERSION.RESTART_SELECTION,
             "pool_iou": dive.INVERSION.POOL_IOU,
+            "box_refinement": ErrorMapBoxRefinement.from_config(cfg),
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
             "ranking_weight": dive.RANKING.WEIGHT,
             "ranking_temperature": dive.RANKING.TEMPERATURE,
@@ -420,8 +427,24 @@ class DIVE(nn.Module):
             {"instances": self.image_detections(item, latents[index : index + 1], result, index),
              "inversion_steps": int(result.stop_step[index])}
             for index, item in enumerate(batched_inputs)]
+        if self.box_refinement is not None:
+            self.refine_boxes(latents, outputs)
         logger.info("DIVE inverted %d image(s): stopping steps %s", len(outputs), result.stop_step.tolist())
         return outputs
+
+    def refine_boxes(self, latents: torch.Tensor, outputs: list[dict]) -> None:
+        """Replace each output's "instances" by ``box_refinement``'s, in place, and mark it ``"refined_boxes":
+        1`` (kept by detection caches, so that refined detections are never refined again). The error maps are
+        the empty layout's on the monitor's pairs. ``latents``: (B, C, h, w) of the B images of ``outputs``."""
+        if self.box_refinement is None:
+            raise ValueError("DIVE.refine_boxes: no box refinement configured (MODEL.DIVE.INVERSION.REFINE_BOXES)")
+        if any(output.get("refined_boxes") for output in outputs):
+            raise ValueError("DIVE.refine_boxes: these detections are refined already (\"refined_boxes\")")
+        timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
+        error_maps = empty_layout_error_map(self, latents, timesteps, noise)
+        for output, error_map in zip(outputs, error_maps, strict=True):
+            output["instances"] = self.box_refinement(output["instances"], error_map)
+            output["refined_boxes"] = 1
 
     def image_detections(self, item: dict, latents: torch.Tensor, result: InversionResult, index: int
                          ) -> Instances:

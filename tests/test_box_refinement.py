@@ -1,0 +1,120 @@
+"""Box refinement by the empty layout's error map: the fitting rule, the detector path and the cache tool."""
+
+import numpy as np
+import pytest
+import torch
+from detectron2.structures import Boxes, Instances
+
+from dive_d2.inversion import ErrorMapBoxRefinement
+from dive_d2.inversion.box_refinement import support_box
+
+from .test_dive_training import make_input
+from .test_inversion import TINY_INVERSION, tiny_model
+
+
+def blob_map(height=32, width=32, blobs=((10, 16, 8, 14),), value=1.0):
+    """(h, w) error map: ``value`` on each blob's rows y0:y1 and columns x0:x1, small noise elsewhere."""
+    error_map = torch.full((height, width), 0.01)
+    for y0, y1, x0, x1 in blobs:
+        error_map[y0:y1, x0:x1] = value
+    return error_map
+
+
+def detections(boxes, classes, scores, size=(64, 64)):
+    instances = Instances(size)
+    instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    instances.pred_classes = torch.tensor(classes, dtype=torch.int64)
+    instances.scores = torch.tensor(scores, dtype=torch.float32)
+    return instances
+
+
+def fields(instances):
+    return instances.pred_boxes.tensor, instances.scores, instances.pred_classes
+
+
+def test_support_box_is_the_bounding_box_of_the_parts_touching_the_box():
+    mask = blob_map(blobs=((10, 16, 8, 14), (20, 24, 24, 30))).numpy() > 0.5
+    # A box over the first blob's top-left corner only: grown to the whole blob, not to the second one.
+    box = np.array([6, 8, 10, 12]) / 32
+    assert support_box(box, mask, 0.25, 1.0) == pytest.approx(np.array([8, 10, 14, 16]) / 32)
+    # A box over both blobs: both.
+    assert support_box(np.array([12, 14, 26, 22]) / 32, mask, 0.1, 0.0) == pytest.approx(
+        np.array([8, 10, 30, 24]) / 32)
+    # Nothing under the box: no support.
+    assert support_box(np.array([0, 0, 4, 4]) / 32, mask, 0.25, 1.0) is None
+
+
+def test_the_window_limits_how_far_a_box_grows():
+    mask = blob_map(blobs=((10, 12, 0, 32),)).numpy() > 0.5  # a bar across the whole map
+    box = np.array([14, 9, 18, 13]) / 32  # 4 cells wide
+    # Margin per side max(2 cells, 0.5 x 4 cells) = 2 cells: columns 12..19 of the bar.
+    assert support_box(box, mask, 2 / 32, 0.5) == pytest.approx(np.array([12, 10, 20, 12]) / 32)
+    assert support_box(box, mask, 0.0, 2.0) == pytest.approx(np.array([6, 10, 26, 12]) / 32)
+
+
+def test_refined_detections_are_in_the_images_pixels_keep_classes_and_merge_equal_results():
+    refine = ErrorMapBoxRefinement(threshold=0.5, min_margin=0.25, margin_ratio=1.0)
+    # A 48 x 96 image (height x width) whose map is 32 x 32: each map cell is 3 x 1.5 pixels.
+    found = detections([[18, 18, 30, 27], [30, 12, 45, 18], [27, 16.5, 36, 21], [0, 0, 6, 6]], [1, 1, 2, 0],
+                       [0.6, 0.9, 0.7, 0.5], size=(48, 96))
+    refined = refine(found, blob_map())
+    blob = [8 * 3, 10 * 1.5, 14 * 3, 16 * 1.5]  # columns 8-13, rows 10-15 in pixels
+    assert refined.image_size == (48, 96)
+    # The two class-1 boxes end on the same blob: one detection with the higher score.
+    assert refined.pred_classes.tolist() == [1, 2, 0]
+    assert refined.scores.tolist() == pytest.approx([0.9, 0.7, 0.5])
+    assert torch.allclose(refined.pred_boxes.tensor, torch.tensor([blob, blob, [0, 0, 6, 6]]))
+
+
+def test_a_map_without_any_error_and_bad_settings():
+    found = detections([[4, 4, 20, 20]], [0], [0.5])
+    assert ErrorMapBoxRefinement()(found, torch.zeros(8, 8)).pred_boxes.tensor.tolist() == [[4, 4, 20, 20]]
+    with pytest.raises(ValueError, match=r"error_map must be \(h, w\), got shape \(1, 8, 8\)"):
+        ErrorMapBoxRefinement()(found, torch.zeros(1, 8, 8))
+    with pytest.raises(ValueError, match="REFINE_THRESHOLD"):
+        ErrorMapBoxRefinement(threshold=1.5)
+
+
+def test_the_detector_refines_what_it_would_return_unrefined():
+    model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.REFINE_THRESHOLD", "0.5")
+    inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
+              make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
+    with torch.no_grad():
+        refined = model(inputs)
+        refinement, model.box_refinement = model.box_refinement, None
+        plain = model(inputs)
+        model.box_refinement = refinement
+        model.refine_boxes(model.first_stage.encode(model.preprocess_images(inputs)), plain)
+    for ours, theirs in zip(refined, plain, strict=True):
+        assert ours["refined_boxes"] == theirs["refined_boxes"] == 1
+        for mine, other in zip(fields(ours["instances"]), fields(theirs["instances"]), strict=True):
+            assert torch.equal(mine, other)
+    with pytest.raises(ValueError, match="refined already"):
+        model.refine_boxes(model.first_stage.encode(model.preprocess_images(inputs)), plain)
+
+
+def test_the_cache_tool_scores_the_cached_detections_as_the_evaluation_did(tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
+
+    model = tiny_model()
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("tiny")
+    config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
+    # The cache holds unrefined detections (the tool refines them; the config's own REFINE_BOXES is on).
+    opts = [*TINY_DIVE_OPTS, *TINY_INVERSION, "MODEL.DIVE.INVERSION.REFINE_BOXES", "False", "DATASETS.TEST_LIMIT", "2"]
+    cache = tmp_path / "cache"
+    train_net = load_tool("train_net")
+    evaluated = train_net.main(train_net.default_argument_parser().parse_args(
+        ["--config-file", config, "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "tiny.pth"), *opts,
+         "OUTPUT_DIR", str(tmp_path / "eval"), "TEST.DETECTIONS_CACHE", str(cache)]))
+    tool = load_tool("refine_cached_detections")
+    common = ["--config-file", config, "--weights", str(tmp_path / "tiny.pth"), "--cache", str(cache)]
+    results = tool.main([*common, *opts, "OUTPUT_DIR", str(tmp_path / "refined")])
+    (dataset,) = results
+    assert results[dataset]["cached"]["bbox"] == pytest.approx(evaluated["bbox"], nan_ok=True)
+    for name in ("cached", "refined"):  # what tools/objects_found.py reads
+        assert (tmp_path / "refined" / name / "coco_instances_results.json").exists()
+        assert len(list((tmp_path / "refined" / name).glob("*_coco_format.json"))) == 1
+    with pytest.raises(KeyError, match=r"no cached detections for image_id \[3\]"):
+        tool.main([*common, *opts[:-1], "3", "OUTPUT_DIR", str(tmp_path / "more")])

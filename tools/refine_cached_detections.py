@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Score a detections cache with and without the error-map box refinement, through COCOEvaluator.
+
+A finished evaluation's detections (``TEST.DETECTIONS_CACHE``, dive_d2/evaluation/detections_cache.py) made
+without ``MODEL.DIVE.INVERSION.REFINE_BOXES`` (records of refined detections say so and are refused) can be
+refined afterwards: the refinement only changes the boxes DIVE returns, from the image and its inverted
+detections (dive_d2/inversion/box_refinement.py), in under a second per image instead of inverting again
+(70 s per image here). This reads the cache records of every image of ``DATASETS.TEST`` (an image missing
+from the cache is an error), refines them with ``DIVE.refine_boxes``, the method the detector itself calls,
+with the config's ``REFINE_*`` keys, and reports COCOEvaluator's table for the cached and for the refined
+detections. Results go to ``OUTPUT_DIR/cached/`` and ``OUTPUT_DIR/refined/``
+(each readable by tools/objects_found.py).
+
+    .venv/bin/python tools/refine_cached_detections.py --config-file configs/shapes/dive.yaml \
+      --weights weights/shapes/dive.pth --cache docs/results/detection/shapes_val_full_cache \
+      OUTPUT_DIR output/refined_shapes_val_full
+    # images 100-499 only (the REFINE_* defaults were chosen on images 0-99):
+    .venv/bin/python tools/refine_cached_detections.py ... --images 100 400 OUTPUT_DIR output/refined_100to500
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+
+import torch
+from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation.testing import print_csv_format
+from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
+
+import dive_d2  # noqa: F401  (registers datasets and models)
+from dive_d2.data import prepare_datasets_from_config
+from dive_d2.data.from_config import register_first_images
+from dive_d2.evaluation.detections_cache import image_key, output_from_record, read_records
+from dive_d2.inversion import ErrorMapBoxRefinement
+from dive_d2.loading import load_config, load_model
+
+
+def cache_records(directory: str, fingerprint: str) -> dict[str, dict]:
+    """The records of one fingerprint's files in ``directory``; ``fingerprint`` may be a prefix or "" when the
+    folder holds a single fingerprint."""
+    paths = sorted(glob.glob(os.path.join(glob.escape(directory), f"{glob.escape(fingerprint)}*.jsonl")))
+    fingerprints = sorted({os.path.basename(path).split(".")[0] for path in paths})
+    if not fingerprints:
+        raise FileNotFoundError(f"{directory}: no detections cache files (*.jsonl) matching {fingerprint!r}")
+    if len(fingerprints) > 1:
+        raise ValueError(f"{directory} holds the detections of several fingerprints {fingerprints}; choose one "
+                         "with --fingerprint")
+    return read_records(paths)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
+    """Returns {dataset: {"cached": COCOEvaluator results, "refined": ...}}."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--weights", required=True, help="the DIVE weights the cached detections were made with")
+    parser.add_argument("--cache", required=True, help="a TEST.DETECTIONS_CACHE folder")
+    parser.add_argument("--fingerprint", default="", help="which fingerprint's files, when the folder holds several")
+    parser.add_argument("--images", type=int, nargs=2, metavar=("START", "COUNT"),
+                        help="evaluate records START .. START+COUNT-1 of each test dataset instead of all")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
+    args = parser.parse_args(argv)
+    setup_logger()  # Detectron2's: COCOEvaluator's tables
+    setup_logger(name="dive_d2")
+    logger = setup_logger(name="refine_cached_detections")
+
+    cfg = load_config(args.config_file, args.opts)
+    prepare_datasets_from_config(cfg)
+    datasets = list(cfg.DATASETS.TEST)
+    if args.images:
+        datasets = [register_first_images(name, args.images[1], args.images[0]) for name in datasets]
+    model = load_model(cfg, args.weights)
+    inversion = cfg.MODEL.DIVE.INVERSION
+    model.box_refinement = ErrorMapBoxRefinement(inversion.REFINE_THRESHOLD, inversion.REFINE_MIN_MARGIN,
+                                                 inversion.REFINE_MARGIN_RATIO)
+    records = cache_records(args.cache, args.fingerprint)
+    logger.info("%s: %d cached image(s)", args.cache, len(records))
+
+    results = {}
+    for dataset in datasets:
+        evaluators = {name: COCOEvaluator(dataset, tasks=("bbox",), output_dir=os.path.join(cfg.OUTPUT_DIR, name))
+                      for name in ("cached", "refined")}
+        for evaluator in evaluators.values():
+            evaluator.reset()
+        for batch in tqdm(build_detection_test_loader(cfg, dataset), desc=dataset, unit="batch"):
+            keys = [image_key(item) for item in batch]
+            missing = [item.get("image_id") for item, key in zip(batch, keys, strict=True) if key not in records]
+            if missing:
+                raise KeyError(f"{args.cache}: no cached detections for image_id {missing} of {dataset} (same "
+                               "pixels and output size); run the evaluation with TEST.DETECTIONS_CACHE first")
+            cached = [output_from_record(records[key], model.device) for key in keys]
+            evaluators["cached"].process(batch, cached)
+            refined = [dict(output) for output in cached]
+            with torch.no_grad():
+                model.refine_boxes(model.first_stage.encode(model.preprocess_images(batch)), refined)
+            evaluators["refined"].process(batch, refined)
+        results[dataset] = {}
+        for name, evaluator in evaluators.items():
+            logger.info("%s, %s detections:", dataset, name)
+            results[dataset][name] = evaluator.evaluate()
+            print_csv_format(results[dataset][name])
+            # COCOEvaluator writes the ground truth's json into the first folder only; tools/objects_found.py
+            # reads it next to the results.
+            ground_truth = MetadataCatalog.get(dataset).get("json_file", "")
+            folder = os.path.join(cfg.OUTPUT_DIR, name)
+            if ground_truth and os.path.dirname(os.path.abspath(ground_truth)) != os.path.abspath(folder):
+                shutil.copy(ground_truth, folder)
+    return results
+
+
+if __name__ == "__main__":
+    main()
