@@ -54,8 +54,9 @@ def test_shipped_dive_pair_prefers_the_true_layout(benchmark):
 
 
 def test_shipped_dive_reaches_its_ap50_floor(tmp_path):
-    """DIVE (the default box inversion, best of 4 runs of 100 steps) on the first 8 val images through
-    COCOEvaluator, as `make main` runs it. Measured: AP50 8.5 (README, "Results"); one run of up to 300
+    """DIVE (the default box inversion, best of 4 runs of 100 steps, boxes fitted to the error map) on the
+    first 8 val images through COCOEvaluator, as `make main` runs it. Measured: AP50 26.7 (README,
+    "Results"; session 27); the inverted boxes alone gave 8.5, one run of up to 300
     steps, the default before, gave 12.2, and 1.5 and 8.7 with inversion seeds 1 and 2. A float path that
     differs on another CPU can move it as much as a seed, so the floor 1.0 sits below all of these and
     still demands a true positive. DIVE does not detect well yet: this guards the detections that exist
