@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from detectron2.structures import Boxes, Instances
 
 from dive_d2.inversion import ErrorMapBoxRefinement
 from dive_d2.inversion.box_refinement import support_box
 
 from .test_dive_training import make_input
-from .test_inversion import TINY_INVERSION, tiny_model
+from .test_inversion import TINY_INVERSION, detections_of, tiny_model
 
 
 def blob_map(height=32, width=32, blobs=((10, 16, 8, 14),), value=1.0):
@@ -18,14 +17,6 @@ def blob_map(height=32, width=32, blobs=((10, 16, 8, 14),), value=1.0):
     for y0, y1, x0, x1 in blobs:
         error_map[y0:y1, x0:x1] = value
     return error_map
-
-
-def detections(boxes, classes, scores, size=(64, 64)):
-    instances = Instances(size)
-    instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-    instances.pred_classes = torch.tensor(classes, dtype=torch.int64)
-    instances.scores = torch.tensor(scores, dtype=torch.float32)
-    return instances
 
 
 def fields(instances):
@@ -55,7 +46,7 @@ def test_the_window_limits_how_far_a_box_grows():
 def test_refined_detections_are_in_the_images_pixels_keep_classes_and_merge_equal_results():
     refine = ErrorMapBoxRefinement(threshold=0.5, min_margin=0.25, margin_ratio=1.0)
     # A 48 x 96 image (height x width) whose map is 32 x 32: each map cell is 3 x 1.5 pixels.
-    found = detections([[18, 18, 30, 27], [30, 12, 45, 18], [27, 16.5, 36, 21], [0, 0, 6, 6]], [1, 1, 2, 0],
+    found = detections_of([[18, 18, 30, 27], [30, 12, 45, 18], [27, 16.5, 36, 21], [0, 0, 6, 6]], [1, 1, 2, 0],
                        [0.6, 0.9, 0.7, 0.5], size=(48, 96))
     refined = refine(found, blob_map())
     blob = [8 * 3, 10 * 1.5, 14 * 3, 16 * 1.5]  # columns 8-13, rows 10-15 in pixels
@@ -67,7 +58,7 @@ def test_refined_detections_are_in_the_images_pixels_keep_classes_and_merge_equa
 
 
 def test_a_map_without_any_error_and_bad_settings():
-    found = detections([[4, 4, 20, 20]], [0], [0.5])
+    found = detections_of([[4, 4, 20, 20]], [0], [0.5])
     assert ErrorMapBoxRefinement()(found, torch.zeros(8, 8)).pred_boxes.tensor.tolist() == [[4, 4, 20, 20]]
     with pytest.raises(ValueError, match=r"error_map must be \(h, w\), got shape \(1, 8, 8\)"):
         ErrorMapBoxRefinement()(found, torch.zeros(1, 8, 8))
