@@ -22,7 +22,9 @@ import cv2
 import numpy as np
 import torch
 from detectron2.config import CfgNode
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Instances
+
+from .pooling import merge_equal_detections
 
 
 def support_box(box: np.ndarray, mask: np.ndarray, min_margin: float, margin_ratio: float) -> np.ndarray | None:
@@ -97,16 +99,9 @@ class ErrorMapBoxRefinement:
         mask = values > self.threshold * values.max() if values.max() > 0 else np.zeros(values.shape, dtype=bool)
         scale = np.array([width, height, width, height], dtype=np.float64)
         boxes = detections.pred_boxes.tensor.detach().cpu().double().numpy()
-        best: dict[tuple, float] = {}
-        for box, cls, score in zip(boxes, detections.pred_classes.tolist(), detections.scores.tolist(), strict=True):
-            refined = support_box(box / scale, mask, self.min_margin, self.margin_ratio)
-            key = (cls, *(box if refined is None else refined * scale).tolist())
-            best[key] = max(best.get(key, float("-inf")), score)
-        keys = sorted(best, key=lambda key: -best[key])
-        device = detections.scores.device
-        refined_detections = Instances(detections.image_size)
-        refined_detections.pred_boxes = Boxes(torch.tensor([key[1:] for key in keys], dtype=torch.float32,
-                                                            device=device).reshape(-1, 4))
-        refined_detections.scores = torch.tensor([best[key] for key in keys], dtype=torch.float32, device=device)
-        refined_detections.pred_classes = torch.tensor([key[0] for key in keys], dtype=torch.int64, device=device)
-        return refined_detections
+        refined = []
+        for box in boxes:
+            fitted = support_box(box / scale, mask, self.min_margin, self.margin_ratio)
+            refined.append(box if fitted is None else fitted * scale)
+        return merge_equal_detections([box.tolist() for box in refined], detections.pred_classes.tolist(),
+                                      detections.scores.tolist(), detections.image_size, detections.scores.device)

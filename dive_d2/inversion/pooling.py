@@ -15,9 +15,31 @@ object. With the "constant" score that is the fraction of runs that found the ob
 from __future__ import annotations
 
 import torch
-from detectron2.structures import Instances, pairwise_iou
+from detectron2.structures import Boxes, Instances, pairwise_iou
 
 RESTART_SELECTIONS = ("best", "pooled")
+
+
+def merge_equal_detections(boxes: list, classes: list[int], scores: list[float], image_size: tuple[int, int],
+                           device: torch.device | str = "cpu") -> Instances:
+    """``Instances`` of the given detections with exact duplicates (same class and box) merged into one that
+    keeps the highest score, sorted by score (descending; ties keep the input order).
+
+    Args:
+        boxes: K boxes (4 numbers each, XYXY in pixels of ``image_size`` = (height, width)); classes,
+            scores: K each.
+    """
+    best: dict[tuple, float] = {}
+    for box, cls, score in zip(boxes, classes, scores, strict=True):
+        key = (int(cls), *(float(value) for value in box))
+        best[key] = max(best.get(key, float("-inf")), float(score))
+    keys = sorted(best, key=lambda key: -best[key])
+    instances = Instances(tuple(image_size))
+    instances.pred_boxes = Boxes(torch.tensor([key[1:] for key in keys], dtype=torch.float32,
+                                              device=device).reshape(-1, 4))
+    instances.scores = torch.tensor([best[key] for key in keys], dtype=torch.float32, device=device)
+    instances.pred_classes = torch.tensor([key[0] for key in keys], dtype=torch.int64, device=device)
+    return instances
 
 
 def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5) -> Instances:

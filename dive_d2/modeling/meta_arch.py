@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Instances
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
@@ -43,6 +43,7 @@ from ..inversion import (
     pool_detections,
 )
 from ..inversion.error_map import empty_layout_error_map
+from ..inversion.pooling import merge_equal_detections
 from ..layout import DecodedLayout, LayoutTokenizer, random_object_moves
 from .denoising import clean_estimate, denoising_error, noise_prediction_error, ranking_loss
 from .first_stage import FirstStage
@@ -406,17 +407,8 @@ class DIVE(nn.Module):
                                width: int) -> Instances:
         """Instances (pixels of a height x width image) of a decoded layout and its (K,) object scores.
         Objects with the same class and box are merged, keeping the highest score."""
-        best: dict[tuple, float] = {}
-        for cls, box, score in zip(decoded.classes.tolist(), decoded.boxes.tolist(), scores.tolist(), strict=True):
-            key = (cls, *box)
-            best[key] = max(best.get(key, float("-inf")), score)
-        keys = sorted(best, key=lambda k: -best[k])
-        instances = Instances((height, width))
-        instances.pred_boxes = Boxes(torch.tensor([k[1:] for k in keys], dtype=torch.float32).reshape(-1, 4)
-                                     .to(self.device))
-        instances.pred_classes = torch.tensor([k[0] for k in keys], dtype=torch.int64, device=self.device)
-        instances.scores = torch.tensor([best[k] for k in keys], dtype=torch.float32, device=self.device)
-        return instances
+        return merge_equal_detections(decoded.boxes.tolist(), decoded.classes.tolist(), scores.tolist(),
+                                      (height, width), self.device)
 
     def inference(self, batched_inputs: list[dict]) -> list[dict]:
         """Detect by inversion; see the module docstring for the output."""
