@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import glob
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -32,6 +33,8 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+_opened = itertools.count()  # CachedDetectors opened by this process
 
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -157,7 +160,8 @@ class CachedDetector(nn.Module):
         self.records = read_records(sorted(glob.glob(f"{glob.escape(stem)}.*.jsonl")))
         # Each process appends to a file of its own, created with its first record, so that concurrent or
         # distributed runs never write to one file and a file cut short by a crash is never appended to.
-        self.path = f"{stem}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"
+        # (The counter separates two caches a process opens within one second.)
+        self.path = f"{stem}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_opened)}.jsonl"
         logger.info("Detections cache %s.*: %d image(s) already done", stem, len(self.records))
 
     @classmethod
