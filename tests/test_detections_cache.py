@@ -120,33 +120,56 @@ def test_a_cut_last_line_is_skipped_and_a_broken_line_is_named(tmp_path):
         CachedDetector(model, str(tmp_path), "a" * 64)
 
 
+def evaluate_tiny_dive(weights, limit, output_dir, *opts):
+    """train_net.py --eval-only of the tiny DIVE on the first ``limit`` shapes val images."""
+    from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
+
+    train_net = load_tool("train_net")
+    return train_net.main(train_net.default_argument_parser().parse_args([
+        "--config-file", f"{REPO_ROOT}/configs/shapes/dive.yaml", "--eval-only",
+        "MODEL.WEIGHTS", str(weights), "DATASETS.TEST_LIMIT", str(limit), *TINY_DIVE_OPTS,
+        *TINY_INVERSION, "OUTPUT_DIR", str(output_dir), *opts]))
+
+
+def saved_detections(output_dir, limit):
+    return json.loads((output_dir / "inference" / f"dive_shapes_val_first{limit}" / "coco_instances_results.json")
+                      .read_text())
+
+
 def test_an_interrupted_evaluation_resumes_with_the_same_coco_numbers(tmp_path):
     from detectron2.checkpoint import DetectionCheckpointer
 
-    from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
-
     DetectionCheckpointer(tiny_model(), save_dir=str(tmp_path)).save("tiny")
-    train_net = load_tool("train_net")
+    weights = tmp_path / "tiny.pth"
 
-    def evaluate(limit, output_dir):
-        return train_net.main(train_net.default_argument_parser().parse_args([
-            "--config-file", f"{REPO_ROOT}/configs/shapes/dive.yaml", "--eval-only",
-            "MODEL.WEIGHTS", str(tmp_path / "tiny.pth"), "DATASETS.TEST_LIMIT", str(limit), *TINY_DIVE_OPTS,
-            *TINY_INVERSION, "OUTPUT_DIR", str(output_dir)]))
-
-    uninterrupted = evaluate(3, tmp_path / "uninterrupted")
+    uninterrupted = evaluate_tiny_dive(weights, 3, tmp_path / "uninterrupted")
     assert uninterrupted["inversion"]["images_from_cache"] == 0
-    evaluate(2, tmp_path / "resumed")  # stands for a run stopped after two images
-    resumed = evaluate(3, tmp_path / "resumed")
+    evaluate_tiny_dive(weights, 2, tmp_path / "resumed")  # stands for a run stopped after two images
+    resumed = evaluate_tiny_dive(weights, 3, tmp_path / "resumed")
     assert resumed["inversion"]["images_from_cache"] == 2
     assert str(resumed["bbox"]) == str(uninterrupted["bbox"])  # as text: APm and APl are nan here
     assert resumed["inversion"]["mean_stop_step"] == uninterrupted["inversion"]["mean_stop_step"]
-
-    def detections(output_dir):
-        return json.loads((output_dir / "inference" / "dive_shapes_val_first3" / "coco_instances_results.json")
-                          .read_text())
-
-    assert detections(tmp_path / "resumed") == detections(tmp_path / "uninterrupted")
-    assert detections(tmp_path / "resumed"), "no detections: the comparison would be empty"
+    assert saved_detections(tmp_path / "resumed", 3) == saved_detections(tmp_path / "uninterrupted", 3)
+    assert saved_detections(tmp_path / "resumed", 3), "no detections: the comparison would be empty"
     files = sorted(map(str, (tmp_path / "resumed" / "detections_cache").iterdir()))
     assert len(files) == 2 and len(read_records(files)) == 3, "one file per run, each image once"
+
+
+def test_test_batches_of_several_images_give_the_same_evaluation(tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from .helpers import REPO_ROOT, setup_cfg
+
+    train_net, cfg = setup_cfg(f"{REPO_ROOT}/configs/shapes/dive.yaml", "DATASETS.TEST_LIMIT", "3",
+                               "TEST.IMS_PER_BATCH", "2", output_dir=str(tmp_path))
+    loader = train_net.Trainer.build_test_loader(cfg, cfg.DATASETS.TEST[0])
+    assert [len(batch) for batch in loader] == [2, 1]
+
+    DetectionCheckpointer(tiny_model(), save_dir=str(tmp_path)).save("tiny")
+    weights = tmp_path / "tiny.pth"
+    one = evaluate_tiny_dive(weights, 3, tmp_path / "one", "TEST.DETECTIONS_CACHE", "", "TEST.IMS_PER_BATCH", "1")
+    batched = evaluate_tiny_dive(weights, 3, tmp_path / "batched", "TEST.DETECTIONS_CACHE", "",
+                                 "TEST.IMS_PER_BATCH", "2")
+    assert str(batched["bbox"]) == str(one["bbox"])
+    assert saved_detections(tmp_path / "batched", 3) == saved_detections(tmp_path / "one", 3)
+    assert saved_detections(tmp_path / "one", 3), "no detections: the comparison would be empty"

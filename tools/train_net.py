@@ -39,9 +39,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        if cfg.MODEL.META_ARCHITECTURE == "DiffusionClassifier":
-            return build_detection_test_loader(cfg, dataset_name, mapper=ClassificationMapper(cfg.INPUT.FORMAT))
-        return super().build_test_loader(cfg, dataset_name)
+        classifier = cfg.MODEL.META_ARCHITECTURE == "DiffusionClassifier"
+        mapper = ClassificationMapper(cfg.INPUT.FORMAT) if classifier else None
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper, batch_size=cfg.TEST.IMS_PER_BATCH)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
