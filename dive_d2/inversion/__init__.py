@@ -11,8 +11,9 @@ from .engine import (
     restart_seed,
 )
 from .pooling import RESTART_SELECTIONS, pool_detections
+from .precision import tf32_allowed
 from .scoring import SCORES, leave_one_out_scores, margin_scores
 
 __all__ = ["RESTART_SELECTIONS", "SCORES", "ErrorMapBoxRefinement", "InversionResult", "LayoutInversion",
            "MonitorCheck", "best_restarts", "hashed_seed", "leave_one_out_scores", "margin_scores", "pool_detections",
-           "replay_checks", "restart_seed"]
+           "replay_checks", "restart_seed", "tf32_allowed"]

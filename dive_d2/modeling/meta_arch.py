@@ -41,6 +41,7 @@ from ..inversion import (
     leave_one_out_scores,
     margin_scores,
     pool_detections,
+    tf32_allowed,
 )
 from ..inversion.error_map import empty_layout_error_map
 from ..inversion.pooling import merge_equal_detections
@@ -104,6 +105,7 @@ class DIVE(nn.Module):
         ranking_timesteps: tuple[int, int] = (0, 0),
         hard_negatives: list[HardNegativeImage] | None = None,
         hard_negatives_per_step: int = 8,
+        allow_tf32: bool = False,
     ):
         """
         Args:
@@ -132,6 +134,8 @@ class DIVE(nn.Module):
                 moves: each step draws ``hard_negatives_per_step`` of these images (with replacement), one of
                 each image's negatives, and timesteps uniformly in the ranking window
                 (``hard_negative_ranking_loss``).
+            allow_tf32: let CUDA use TF32 in inference (the inversion, scores and refinement); see
+                dive_d2/inversion/precision.py.
         """
         super().__init__()
         if not (train_image_model or train_prior):
@@ -194,6 +198,7 @@ class DIVE(nn.Module):
                              f"NEGATIVES_PER_STEP >= 1; got {len(hard_negatives)} images, {hard_negatives_per_step}")
         self.hard_negatives = hard_negatives
         self.hard_negatives_per_step = hard_negatives_per_step
+        self.allow_tf32 = allow_tf32
         # Its own stream, so that turning the ranking term on leaves the shuffles and the (t, noise) draws as they were.
         self.ranking_generator = torch.Generator().manual_seed(shuffle_seed + 1)
         # Images in [0, 255] map to [-1, 1]; the buffer also tells the model's device.
@@ -234,6 +239,7 @@ class DIVE(nn.Module):
                                if dive.RANKING.NEGATIVES and dive.RANKING.WEIGHT > 0 and dive.TRAIN_IMAGE_MODEL
                                else None),
             "hard_negatives_per_step": dive.RANKING.NEGATIVES_PER_STEP,
+            "allow_tf32": dive.INVERSION.ALLOW_TF32,
         }
 
     @property
@@ -412,15 +418,16 @@ class DIVE(nn.Module):
 
     def inference(self, batched_inputs: list[dict]) -> list[dict]:
         """Detect by inversion; see the module docstring for the output."""
-        latents = self.first_stage.encode(self.preprocess_images(batched_inputs))
-        with torch.enable_grad():  # Detectron2 runs inference under no_grad; the inversion needs gradients
-            result = self.inversion(self, latents, [self.image_seed(item) for item in batched_inputs])
-        outputs = [
-            {"instances": self.image_detections(item, latents[index : index + 1], result, index),
-             "inversion_steps": int(result.stop_step[index])}
-            for index, item in enumerate(batched_inputs)]
-        if self.box_refinement is not None:
-            self.refine_boxes(latents, outputs)
+        with tf32_allowed(self.allow_tf32):
+            latents = self.first_stage.encode(self.preprocess_images(batched_inputs))
+            with torch.enable_grad():  # Detectron2 runs inference under no_grad; the inversion needs gradients
+                result = self.inversion(self, latents, [self.image_seed(item) for item in batched_inputs])
+            outputs = [
+                {"instances": self.image_detections(item, latents[index : index + 1], result, index),
+                 "inversion_steps": int(result.stop_step[index])}
+                for index, item in enumerate(batched_inputs)]
+            if self.box_refinement is not None:
+                self.refine_boxes(latents, outputs)
         logger.info("DIVE inverted %d image(s): stopping steps %s", len(outputs), result.stop_step.tolist())
         return outputs
 
