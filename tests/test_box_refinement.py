@@ -109,3 +109,26 @@ def test_the_cache_tool_scores_the_cached_detections_as_the_evaluation_did(tmp_p
         assert len(list((tmp_path / "refined" / name).glob("*_coco_format.json"))) == 1
     with pytest.raises(KeyError, match=r"no cached detections for image_id \[3\]"):
         tool.main([*common, *opts[:-1], "3", "OUTPUT_DIR", str(tmp_path / "more")])
+
+
+def test_the_cache_tool_scores_refined_records_as_they_are_and_refuses_to_refine_them(tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
+
+    DetectionCheckpointer(tiny_model(), save_dir=str(tmp_path)).save("tiny")
+    config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
+    opts = [*TINY_DIVE_OPTS, *TINY_INVERSION, "MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "DATASETS.TEST_LIMIT", "2"]
+    cache = tmp_path / "cache"
+    train_net = load_tool("train_net")
+    evaluated = train_net.main(train_net.default_argument_parser().parse_args(
+        ["--config-file", config, "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "tiny.pth"), *opts,
+         "OUTPUT_DIR", str(tmp_path / "eval"), "TEST.DETECTIONS_CACHE", str(cache)]))
+    tool = load_tool("refine_cached_detections")
+    common = ["--config-file", config, "--weights", str(tmp_path / "tiny.pth"), "--cache", str(cache)]
+    with pytest.raises(ValueError, match="refined already .* --score-only"):
+        tool.main([*common, *opts, "OUTPUT_DIR", str(tmp_path / "refused")])
+    results = tool.main([*common, "--score-only", *opts, "OUTPUT_DIR", str(tmp_path / "scored")])
+    (dataset,) = results
+    assert list(results[dataset]) == ["cached"]
+    assert results[dataset]["cached"]["bbox"] == pytest.approx(evaluated["bbox"], nan_ok=True)

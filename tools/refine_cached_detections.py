@@ -9,7 +9,8 @@ detections (dive_d2/inversion/box_refinement.py), in under a second per image in
 from the cache is an error), refines them with ``DIVE.refine_boxes``, the method the detector itself calls,
 with the config's ``REFINE_*`` keys, and reports COCOEvaluator's table for the cached and for the refined
 detections. Results go to ``OUTPUT_DIR/cached/`` and ``OUTPUT_DIR/refined/``
-(each readable by tools/objects_found.py).
+(each readable by tools/objects_found.py). ``--score-only`` reports the cached detections alone, as they are: the
+way to score records made with REFINE_BOXES on (a GPU run's, say) on another machine.
 
     .venv/bin/python tools/refine_cached_detections.py --config-file configs/shapes/dive.yaml \
       --weights weights/shapes/dive.pth --cache docs/results/detection/shapes_val_full_cache \
@@ -54,7 +55,8 @@ def cache_records(directory: str, fingerprint: str) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
-    """Returns {dataset: {"cached": COCOEvaluator results, "refined": ...}}."""
+    """Returns {dataset: {"cached": COCOEvaluator results, "refined": ...}} ("refined" absent with
+    --score-only)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", required=True, help="the DIVE weights the cached detections were made with")
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     parser.add_argument("--fingerprint", default="", help="which fingerprint's files, when the folder holds several")
     parser.add_argument("--images", type=int, nargs=2, metavar=("START", "COUNT"),
                         help="evaluate records START .. START+COUNT-1 of each test dataset instead of all")
+    parser.add_argument("--score-only", action="store_true",
+                        help="report the cached detections as they are, without refining them (for records made "
+                             "with REFINE_BOXES on, which are refined already)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
     args = parser.parse_args(argv)
     setup_logger()  # Detectron2's: COCOEvaluator's tables
@@ -79,11 +84,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
                                                  inversion.REFINE_MARGIN_RATIO)
     records = cache_records(args.cache, args.fingerprint)
     logger.info("%s: %d cached image(s)", args.cache, len(records))
+    if not args.score_only and any(record.get("extra", {}).get("refined_boxes") for record in records.values()):
+        raise ValueError(f"{args.cache}: its records are refined already (made with MODEL.DIVE.INVERSION.REFINE_BOXES "
+                         "on); add --score-only to report them as they are")
+    stages = ("cached",) if args.score_only else ("cached", "refined")
 
     results = {}
     for dataset in datasets:
         evaluators = {name: COCOEvaluator(dataset, tasks=("bbox",), output_dir=os.path.join(cfg.OUTPUT_DIR, name))
-                      for name in ("cached", "refined")}
+                      for name in stages}
         for evaluator in evaluators.values():
             evaluator.reset()
         for batch in tqdm(build_detection_test_loader(cfg, dataset), desc=dataset, unit="batch"):
@@ -94,6 +103,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
                                "pixels and output size); run the evaluation with TEST.DETECTIONS_CACHE first")
             cached = [output_from_record(records[key], model.device) for key in keys]
             evaluators["cached"].process(batch, cached)
+            if args.score_only:
+                continue
             refined = [dict(output) for output in cached]
             with torch.no_grad():
                 model.refine_boxes(model.first_stage.encode(model.preprocess_images(batch)), refined)
