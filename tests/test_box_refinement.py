@@ -1,4 +1,5 @@
-"""Box refinement by the empty layout's error map: the fitting rule, the detector path and the cache tool."""
+"""Box refinement by the empty layout's error map: the fitting rule, the detector path and the cache tool
+(which also applies the class decision, tests/test_box_classes.py)."""
 
 import numpy as np
 import pytest
@@ -67,7 +68,8 @@ def test_a_map_without_any_error_and_bad_settings():
 
 
 def test_the_detector_refines_what_it_would_return_unrefined():
-    model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.REFINE_THRESHOLD", "0.5")
+    model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.REFINE_THRESHOLD", "0.5",
+                       "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "False")
     inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
               make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
     with torch.no_grad():
@@ -84,7 +86,7 @@ def test_the_detector_refines_what_it_would_return_unrefined():
         model.refine_boxes(model.first_stage.encode(model.preprocess_images(inputs)), plain)
 
 
-def test_the_cache_tool_scores_the_cached_detections_as_the_evaluation_did(tmp_path):
+def test_the_cache_tool_scores_the_cached_detections_and_finishes_them_as_the_detector_does(tmp_path):
     from detectron2.checkpoint import DetectionCheckpointer
 
     from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
@@ -92,33 +94,42 @@ def test_the_cache_tool_scores_the_cached_detections_as_the_evaluation_did(tmp_p
     model = tiny_model()
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("tiny")
     config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
-    # The cache holds unrefined detections (the tool refines them; the config's own REFINE_BOXES is on).
-    opts = [*TINY_DIVE_OPTS, *TINY_INVERSION, "MODEL.DIVE.INVERSION.REFINE_BOXES", "False", "DATASETS.TEST_LIMIT", "2"]
-    cache = tmp_path / "cache"
+    opts = [*TINY_DIVE_OPTS, *TINY_INVERSION, "DATASETS.TEST_LIMIT", "2"]
+    steps_off = ["MODEL.DIVE.INVERSION.REFINE_BOXES", "False", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "False"]
+    steps_on = ["MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True"]
     train_net = load_tool("train_net")
-    evaluated = train_net.main(train_net.default_argument_parser().parse_args(
-        ["--config-file", config, "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "tiny.pth"), *opts,
-         "OUTPUT_DIR", str(tmp_path / "eval"), "TEST.DETECTIONS_CACHE", str(cache)]))
+
+    def evaluate(*more):
+        return train_net.main(train_net.default_argument_parser().parse_args(
+            ["--config-file", config, "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "tiny.pth"), *opts, *more]))
+
+    cache = tmp_path / "cache"  # the inverted detections alone
+    inverted = evaluate(*steps_off, "OUTPUT_DIR", str(tmp_path / "eval"), "TEST.DETECTIONS_CACHE", str(cache))
+    finished = evaluate(*steps_on, "OUTPUT_DIR", str(tmp_path / "eval_on"), "TEST.DETECTIONS_CACHE", "")
     tool = load_tool("refine_cached_detections")
     common = ["--config-file", config, "--weights", str(tmp_path / "tiny.pth"), "--cache", str(cache)]
-    results = tool.main([*common, *opts, "OUTPUT_DIR", str(tmp_path / "refined")])
+    results = tool.main([*common, *opts, *steps_on, "OUTPUT_DIR", str(tmp_path / "refined")])
     (dataset,) = results
-    assert results[dataset]["cached"]["bbox"] == pytest.approx(evaluated["bbox"], nan_ok=True)
+    assert results[dataset]["cached"]["bbox"] == pytest.approx(inverted["bbox"], nan_ok=True)
+    assert results[dataset]["refined"]["bbox"] == pytest.approx(finished["bbox"], nan_ok=True)
     for name in ("cached", "refined"):  # what tools/objects_found.py reads
         assert (tmp_path / "refined" / name / "coco_instances_results.json").exists()
         assert len(list((tmp_path / "refined" / name).glob("*_coco_format.json"))) == 1
     with pytest.raises(KeyError, match=r"no cached detections for image_id \[3\]"):
-        tool.main([*common, *opts[:-1], "3", "OUTPUT_DIR", str(tmp_path / "more")])
+        tool.main([*common, *opts[:-1], "3", *steps_on, "OUTPUT_DIR", str(tmp_path / "more")])
+    with pytest.raises(ValueError, match="nothing is left to apply"):
+        tool.main([*common, *opts, *steps_off, "OUTPUT_DIR", str(tmp_path / "nothing")])
 
 
-def test_the_cache_tool_scores_refined_records_as_they_are_and_refuses_to_refine_them(tmp_path):
+def test_the_cache_tool_scores_finished_records_as_they_are_and_refuses_to_finish_them_again(tmp_path):
     from detectron2.checkpoint import DetectionCheckpointer
 
     from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
 
     DetectionCheckpointer(tiny_model(), save_dir=str(tmp_path)).save("tiny")
     config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
-    opts = [*TINY_DIVE_OPTS, *TINY_INVERSION, "MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "DATASETS.TEST_LIMIT", "2"]
+    opts = [*TINY_DIVE_OPTS, *TINY_INVERSION, "MODEL.DIVE.INVERSION.REFINE_BOXES", "True",
+            "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True", "DATASETS.TEST_LIMIT", "2"]
     cache = tmp_path / "cache"
     train_net = load_tool("train_net")
     evaluated = train_net.main(train_net.default_argument_parser().parse_args(
@@ -126,7 +137,7 @@ def test_the_cache_tool_scores_refined_records_as_they_are_and_refuses_to_refine
          "OUTPUT_DIR", str(tmp_path / "eval"), "TEST.DETECTIONS_CACHE", str(cache)]))
     tool = load_tool("refine_cached_detections")
     common = ["--config-file", config, "--weights", str(tmp_path / "tiny.pth"), "--cache", str(cache)]
-    with pytest.raises(ValueError, match="refined already .* --score-only"):
+    with pytest.raises(ValueError, match="nothing is left to apply; add --score-only"):
         tool.main([*common, *opts, "OUTPUT_DIR", str(tmp_path / "refused")])
     results = tool.main([*common, "--score-only", *opts, "OUTPUT_DIR", str(tmp_path / "scored")])
     (dataset,) = results

@@ -29,10 +29,11 @@ that of the pooled boxes.
 ``--polish-sweeps 0 2`` scores every best-run setting unpolished and after up to 2 sweeps of the discrete
 local search (``dive_d2/inversion/polish.py``, what ``POLISH_SWEEPS`` 2 returns); its rows report the
 polishing's seconds per image (only layouts not polished before are timed).
-With ``MODEL.DIVE.INVERSION.REFINE_BOXES`` (on in the benchmarks' configs since session 27) every setting's
-detections are refined as the detector refines them (dive_d2/inversion/box_refinement.py); the "area/true"
-column stays that of the inverted boxes. Add ``MODEL.DIVE.INVERSION.REFINE_BOXES False`` to score the
-inversion alone, as every measurement before session 27 did.
+With ``MODEL.DIVE.INVERSION.REFINE_BOXES`` (on in the benchmarks' configs since session 27) and
+``RECLASSIFY_BOXES`` (since session 28) every setting's detections are finished as the detector finishes them
+(``DIVE.finish_detections``: dive_d2/inversion/box_refinement.py, box_classes.py); the "area/true" column stays
+that of the inverted boxes. Add ``MODEL.DIVE.INVERSION.REFINE_BOXES False MODEL.DIVE.INVERSION.RECLASSIFY_BOXES
+False`` to score the inversion alone, as every measurement before session 27 did.
 """
 
 import argparse
@@ -219,9 +220,8 @@ def main() -> None:
                 found = model.tokenizer.decode(tokens, dataset_dicts[image]["height"], dataset_dicts[image]["width"])
                 area_ratios.append(float(Boxes(found.boxes).area().sum()) / true_areas[image])
             outputs.append({"instances": layout_detections(score, image, tokens, embeddings)})
-        if model.box_refinement is not None:  # as the detector returns them (REFINE_BOXES)
-            for image, output in enumerate(outputs):
-                model.refine_boxes(latents_per_image[image], [output])
+        for image, output in enumerate(outputs):  # as the detector returns them (REFINE_BOXES, RECLASSIFY_BOXES)
+            model.finish_detections(latents_per_image[image], [output])
         metrics = coco_ap(subset, records, outputs, args.output)
         rows.append({"setting": name + (f", polished x{sweeps}" if sweeps else ""), "score": score,
                      "selection": selection, "polish_sweeps": sweeps, "AP": metrics["AP"],

@@ -1,22 +1,24 @@
 #!/usr/bin/env python
-"""Score a detections cache with and without the error-map box refinement, through COCOEvaluator.
+"""Score a detections cache before and after the detector's steps after decoding, through COCOEvaluator.
 
-A finished evaluation's detections (``TEST.DETECTIONS_CACHE``, dive_d2/evaluation/detections_cache.py) made
-without ``MODEL.DIVE.INVERSION.REFINE_BOXES`` (records of refined detections say so and are refused) can be
-refined afterwards: the refinement only changes the boxes DIVE returns, from the image and its inverted
-detections (dive_d2/inversion/box_refinement.py), in under a second per image instead of inverting again
-(70 s per image here). This reads the cache records of every image of ``DATASETS.TEST`` (an image missing
-from the cache is an error), refines them with ``DIVE.refine_boxes``, the method the detector itself calls,
-with the config's ``REFINE_*`` keys, and reports COCOEvaluator's table for the cached and for the refined
-detections. Results go to ``OUTPUT_DIR/cached/`` and ``OUTPUT_DIR/refined/``
-(each readable by tools/objects_found.py). ``--score-only`` reports the cached detections alone, as they are: the
-way to score records made with REFINE_BOXES on (a GPU run's, say) on another machine.
+A finished evaluation's detections (``TEST.DETECTIONS_CACHE``, dive_d2/evaluation/detections_cache.py) can be
+given the steps that follow the inversion afterwards, in about a second per image instead of inverting again
+(35-70 s per image on 2 CPU cores): the box refinement (``MODEL.DIVE.INVERSION.REFINE_BOXES``,
+dive_d2/inversion/box_refinement.py) and the class decision (``RECLASSIFY_BOXES``, box_classes.py) only change
+what DIVE returns from the image and its inverted detections. This reads the cache records of every image of
+``DATASETS.TEST`` (an image missing from the cache is an error), applies the steps the config turns on that
+the records do not carry yet with ``DIVE.finish_detections``, the method the detector itself calls, and
+reports COCOEvaluator's table for the cached and for the finished ("refined") detections. Results go to
+``OUTPUT_DIR/cached/`` and ``OUTPUT_DIR/refined/`` (each readable by tools/objects_found.py). With nothing left
+to apply it stops with an error; ``--score-only`` reports the cached detections alone, as they are.
 
     .venv/bin/python tools/refine_cached_detections.py --config-file configs/shapes/dive.yaml \
       --weights weights/shapes/dive.pth --cache docs/results/detection/shapes_val_full_cache \
       OUTPUT_DIR output/refined_shapes_val_full
     # images 100-499 only (the REFINE_* defaults were chosen on images 0-99):
     .venv/bin/python tools/refine_cached_detections.py ... --images 100 400 OUTPUT_DIR output/refined_100to500
+    # the box refinement alone (as session 27 measured it):
+    .venv/bin/python tools/refine_cached_detections.py ... MODEL.DIVE.INVERSION.RECLASSIFY_BOXES False OUTPUT_DIR ...
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2.data import prepare_datasets_from_config
 from dive_d2.data.from_config import register_first_images
 from dive_d2.evaluation.detections_cache import image_key, output_from_record, read_records
-from dive_d2.inversion import ErrorMapBoxRefinement
+from dive_d2.inversion import tf32_allowed
 from dive_d2.loading import load_config, load_model
 
 
@@ -65,8 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     parser.add_argument("--images", type=int, nargs=2, metavar=("START", "COUNT"),
                         help="evaluate records START .. START+COUNT-1 of each test dataset instead of all")
     parser.add_argument("--score-only", action="store_true",
-                        help="report the cached detections as they are, without refining them (for records made "
-                             "with REFINE_BOXES on, which are refined already)")
+                        help="report the cached detections as they are, without applying any step")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
     args = parser.parse_args(argv)
     setup_logger()  # Detectron2's: COCOEvaluator's tables
@@ -79,14 +80,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     if args.images:
         datasets = [register_first_images(name, args.images[1], args.images[0]) for name in datasets]
     model = load_model(cfg, args.weights)
-    inversion = cfg.MODEL.DIVE.INVERSION
-    model.box_refinement = ErrorMapBoxRefinement(inversion.REFINE_THRESHOLD, inversion.REFINE_MIN_MARGIN,
-                                                 inversion.REFINE_MARGIN_RATIO)
     records = cache_records(args.cache, args.fingerprint)
     logger.info("%s: %d cached image(s)", args.cache, len(records))
-    if not args.score_only and any(record.get("extra", {}).get("refined_boxes") for record in records.values()):
-        raise ValueError(f"{args.cache}: its records are refined already (made with MODEL.DIVE.INVERSION.REFINE_BOXES "
-                         "on); add --score-only to report them as they are")
+    steps = {"refined_boxes": model.box_refinement is not None, "reclassified_boxes": model.box_classes is not None}
+    missing = [step for step, configured in steps.items()
+               if configured and not all(record["extra"].get(step) for record in records.values())]
+    if not args.score_only and not missing:
+        raise ValueError(f"{args.cache}: its records carry every step the config turns on (REFINE_BOXES "
+                         f"{steps['refined_boxes']}, RECLASSIFY_BOXES {steps['reclassified_boxes']}), so nothing is "
+                         "left to apply; add --score-only to report them as they are")
+    logger.info("applying to the cached detections: %s", ", ".join(missing) or "nothing (--score-only)")
     stages = ("cached",) if args.score_only else ("cached", "refined")
 
     results = {}
@@ -106,8 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
             if args.score_only:
                 continue
             refined = [dict(output) for output in cached]
-            with torch.no_grad():
-                model.refine_boxes(model.first_stage.encode(model.preprocess_images(batch)), refined)
+            with torch.no_grad(), tf32_allowed(model.allow_tf32):
+                model.finish_detections(model.first_stage.encode(model.preprocess_images(batch)), refined)
             evaluators["refined"].process(batch, refined)
         results[dataset] = {}
         for name, evaluator in evaluators.items():

@@ -1,5 +1,6 @@
 """Detection by inversion: optimising a layout so that p(x|y) p(y) explains the image."""
 
+from .box_classes import BoxClassDecision
 from .box_refinement import ErrorMapBoxRefinement
 from .engine import (
     InversionResult,
@@ -14,6 +15,6 @@ from .pooling import RESTART_SELECTIONS, pool_detections
 from .precision import tf32_allowed
 from .scoring import SCORES, leave_one_out_scores, margin_scores
 
-__all__ = ["RESTART_SELECTIONS", "SCORES", "ErrorMapBoxRefinement", "InversionResult", "LayoutInversion",
-           "MonitorCheck", "best_restarts", "hashed_seed", "leave_one_out_scores", "margin_scores", "pool_detections",
-           "replay_checks", "restart_seed", "tf32_allowed"]
+__all__ = ["RESTART_SELECTIONS", "SCORES", "BoxClassDecision", "ErrorMapBoxRefinement", "InversionResult",
+           "LayoutInversion", "MonitorCheck", "best_restarts", "hashed_seed", "leave_one_out_scores", "margin_scores",
+           "pool_detections", "replay_checks", "restart_seed", "tf32_allowed"]

@@ -25,25 +25,36 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def empty_layout_error_map(model: DIVE, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor
-                           ) -> torch.Tensor:
-    """(B, h, w) per-position denoising error of p(x|y) given the empty layout, averaged over the K pairs and
-    the latent channels.
+def layout_error_maps(model: DIVE, latents: torch.Tensor, layouts: torch.Tensor, timesteps: torch.Tensor,
+                      noise: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) per-position denoising error of p(x|y) for each latent given its layout, averaged over the K
+    pairs and the latent channels.
 
     Args:
-        model: a DIVE model; latents: (B, C, h, w); timesteps: (K,) int64; noise: (K, C, h, w), shared by all
-            images (the monitor's pairs).
+        model: a DIVE model; latents: (N, C, h, w); layouts: (N, L) int64 token sequences; timesteps: (K,)
+            int64; noise: (K, C, h, w), shared by all rows (the monitor's pairs).
     """
-    tokenizer = model.tokenizer
-    empty = torch.full((tokenizer.sequence_length,), tokenizer.none_token, dtype=torch.long, device=latents.device)
+    if len(latents) != len(layouts):
+        raise ValueError(f"layout_error_maps: {len(latents)} latents but {len(layouts)} layouts")
     count = len(timesteps)
-    context = model.layout_encoder(model.layout_encoder.vocabulary()[empty][None].expand(count, -1, -1))
+    vocabulary = model.layout_encoder.vocabulary()
     maps = []
-    for image in latents:
-        noisy = model.scheduler.add_noise(image[None].expand(count, -1, -1, -1), noise, timesteps)
+    for latent, layout in zip(latents, layouts, strict=True):  # one (latent, layout) per call: K samples each
+        context = model.layout_encoder(vocabulary[layout][None].expand(count, -1, -1))
+        noisy = model.scheduler.add_noise(latent[None].expand(count, -1, -1, -1), noise, timesteps)
         predicted = model.predict_image_noise(noisy, timesteps, context)
         maps.append(((predicted - noise) ** 2).mean(dim=(0, 1)))
     return torch.stack(maps)
+
+
+def empty_layout_error_map(model: DIVE, latents: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor
+                           ) -> torch.Tensor:
+    """(B, h, w) per-position denoising error of p(x|y) given the empty layout (every slot ``none``) for
+    latents (B, C, h, w); see ``layout_error_maps``."""
+    tokenizer = model.tokenizer
+    empty = torch.full((len(latents), tokenizer.sequence_length), tokenizer.none_token, dtype=torch.long,
+                       device=latents.device)
+    return layout_error_maps(model, latents, empty, timesteps, noise)
 
 
 def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -34,6 +34,7 @@ from ..data.hard_negatives import HardNegativeImage, load_hard_negatives
 from ..inversion import (
     RESTART_SELECTIONS,
     SCORES,
+    BoxClassDecision,
     ErrorMapBoxRefinement,
     InversionResult,
     LayoutInversion,
@@ -98,6 +99,7 @@ class DIVE(nn.Module):
         restart_selection: str = "best",
         pool_iou: float = 0.5,
         box_refinement: ErrorMapBoxRefinement | None = None,
+        box_classes: BoxClassDecision | None = None,
         prior_rounding_weight: float = 0.0,
         ranking_weight: float = 0.0,
         ranking_temperature: float = 0.05,
@@ -123,6 +125,8 @@ class DIVE(nn.Module):
                 all runs' objects ("pooled", merged at IoU >= pool_iou); see dive_d2/inversion/pooling.py.
             box_refinement: if given, the returned boxes are fitted to the image's empty-layout error map
                 (dive_d2/inversion/box_refinement.py; not in the paper).
+            box_classes: if given, each returned box's class is re-chosen by p(x|y)'s error inside the box,
+                after any refinement (dive_d2/inversion/box_classes.py; not in the paper).
             prior_rounding_weight: weight of ``loss_prior_rounding`` (``rounding_loss``, each sample weighted
                 by its a_t) in training the prior; 0 trains on the epsilon loss alone.
             ranking_weight, ranking_temperature, ranking_shifts: weight of ``loss_image_ranking`` (the true
@@ -177,6 +181,7 @@ class DIVE(nn.Module):
         self.restart_selection = restart_selection
         self.pool_iou = pool_iou
         self.box_refinement = box_refinement
+        self.box_classes = box_classes
         if prior_rounding_weight < 0:
             raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
         self.prior_rounding_weight = prior_rounding_weight
@@ -229,6 +234,7 @@ class DIVE(nn.Module):
             "restart_selection": dive.INVERSION.RESTART_SELECTION,
             "pool_iou": dive.INVERSION.POOL_IOU,
             "box_refinement": ErrorMapBoxRefinement.from_config(cfg),
+            "box_classes": BoxClassDecision() if dive.INVERSION.RECLASSIFY_BOXES else None,
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
             "ranking_weight": dive.RANKING.WEIGHT,
             "ranking_temperature": dive.RANKING.TEMPERATURE,
@@ -426,10 +432,37 @@ class DIVE(nn.Module):
                 {"instances": self.image_detections(item, latents[index : index + 1], result, index),
                  "inversion_steps": int(result.stop_step[index])}
                 for index, item in enumerate(batched_inputs)]
-            if self.box_refinement is not None:
-                self.refine_boxes(latents, outputs)
+            self.finish_detections(latents, outputs)
         logger.info("DIVE inverted %d image(s): stopping steps %s", len(outputs), result.stop_step.tolist())
         return outputs
+
+    def finish_detections(self, latents: torch.Tensor, outputs: list[dict]) -> list[str]:
+        """The configured steps after decoding, in place, each unless the outputs carry its mark already
+        (detections read back from a cache): ``refine_boxes``, then ``reclassify_boxes``. ``latents``:
+        (B, C, h, w) of the B images of ``outputs``. Returns the names of the steps applied."""
+        applied = []
+        if self.box_refinement is not None and not any(output.get("refined_boxes") for output in outputs):
+            self.refine_boxes(latents, outputs)
+            applied.append("refined_boxes")
+        if self.box_classes is not None and not any(output.get("reclassified_boxes") for output in outputs):
+            self.reclassify_boxes(latents, outputs)
+            applied.append("reclassified_boxes")
+        return applied
+
+    def reclassify_boxes(self, latents: torch.Tensor, outputs: list[dict]) -> None:
+        """Replace each output's "instances" by ``box_classes``'s (classes re-chosen per box), in place, and
+        mark it ``"reclassified_boxes": 1``. ``latents``: (B, C, h, w) of the B images of ``outputs``."""
+        if self.box_classes is None:
+            raise ValueError("DIVE.reclassify_boxes: no class decision configured "
+                             "(MODEL.DIVE.INVERSION.RECLASSIFY_BOXES)")
+        if any(output.get("reclassified_boxes") for output in outputs):
+            raise ValueError("DIVE.reclassify_boxes: these detections are reclassified already "
+                             "(\"reclassified_boxes\")")
+        timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
+        for index, output in enumerate(outputs):
+            output["instances"] = self.box_classes(self, latents[index : index + 1], output["instances"], timesteps,
+                                                   noise)
+            output["reclassified_boxes"] = 1
 
     def refine_boxes(self, latents: torch.Tensor, outputs: list[dict]) -> None:
         """Replace each output's "instances" by ``box_refinement``'s, in place, and mark it ``"refined_boxes":

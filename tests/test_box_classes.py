@@ -1,0 +1,91 @@
+"""Class decision by p(x|y)'s error inside each box: the rule on planted error maps, the detector path and the
+cache tool's use of it."""
+
+import pytest
+import torch
+
+from dive_d2.inversion import BoxClassDecision
+from dive_d2.inversion import box_classes as box_classes_module
+from dive_d2.inversion.box_classes import errors_inside_boxes
+
+from .test_dive_training import make_input
+from .test_inversion import detections_of, tiny_model
+
+
+def test_errors_inside_boxes_sum_each_boxs_cells_and_mark_boxes_without_a_cell():
+    maps = torch.zeros(2, 3, 4, 4)
+    maps[0, 1, 0:2, 0:2] = 1.0  # box 0's class-1 layout leaves error on the box's 4 cells
+    maps[0, 2, 3, 3] = 5.0  # outside box 0: not counted
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.55, 0.55, 0.6, 0.6]])  # box 1 holds no cell centre
+    errors = errors_inside_boxes(maps, boxes)
+    assert errors[0].tolist() == [0.0, 4.0, 0.0]
+    assert errors[1].isnan().all()
+
+
+def test_each_box_takes_the_class_whose_layout_leaves_the_least_error_inside_it(monkeypatch):
+    model = tiny_model()
+    tokenizer = model.tokenizer
+    # 64 x 64 image, 16 x 16 latent grid (4 px per cell); the planted error depends on each layout's class.
+    found = detections_of([[0, 0, 32, 32], [32, 32, 64, 64], [32, 0, 64, 32], [0, 60, 1, 61]], [0, 0, 0, 2],
+                          [0.9, 0.8, 0.7, 0.6])
+    best_class = {0: 2, 1: 1, 2: 1}  # by box; the last box is too small to hold a cell centre
+    seen = []
+
+    def planted_maps(model, latents, layouts, timesteps, noise):
+        seen.append(layouts.clone())
+        maps = torch.ones(len(layouts), 16, 16)
+        for row, layout in enumerate(layouts):
+            box, candidate = divmod(row, tokenizer.num_classes)
+            if box in best_class:  # on the tiny model's 8 px corner grid (the last box rounds to nothing)
+                decoded = tokenizer.decode(layout, 64, 64)
+                assert decoded.classes.tolist() == [candidate], "one object per candidate layout"
+                assert decoded.boxes.tolist() == [found.pred_boxes.tensor[box].tolist()]
+            if best_class.get(box) == candidate:
+                maps[row] = 0.5
+        return maps
+
+    monkeypatch.setattr(box_classes_module, "layout_error_maps", planted_maps)
+    latents = torch.zeros(1, 3, 16, 16)
+    decided = BoxClassDecision()(model, latents, found, torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, 16, 16))
+    assert len(seen) == 1 and len(seen[0]) == 4 * tokenizer.num_classes
+    assert decided.pred_classes.tolist() == [2, 1, 1, 2]
+    assert decided.scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    assert torch.equal(decided.pred_boxes.tensor, found.pred_boxes.tensor)
+    with pytest.raises(ValueError, match=r"latents must be \(1, C, h, w\), got shape \(2, 3, 16, 16\)"):
+        BoxClassDecision()(model, torch.zeros(2, 3, 16, 16), found, torch.zeros(2, dtype=torch.long),
+                           torch.zeros(2, 3, 16, 16))
+
+
+def test_boxes_that_end_equal_are_merged(monkeypatch):
+    model = tiny_model()
+    found = detections_of([[0, 0, 32, 32], [0, 0, 32, 32]], [0, 1], [0.5, 0.9])
+    monkeypatch.setattr(box_classes_module, "layout_error_maps",
+                        lambda model, latents, layouts, *pairs: torch.stack([torch.full((16, 16), float(c == 2))
+                                                                             for c in [0, 1, 2] * 2]))
+    decided = BoxClassDecision()(model, torch.zeros(1, 3, 16, 16), found, torch.zeros(1, dtype=torch.long),
+                                 torch.zeros(1, 3, 16, 16))
+    assert decided.pred_classes.tolist() == [0] and decided.scores.tolist() == pytest.approx([0.9])
+
+
+def test_the_detector_reclassifies_what_it_would_return_and_finishes_only_missing_steps():
+    model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True")
+    inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
+              make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
+    with torch.no_grad():
+        finished = model(inputs)
+        decision, model.box_classes = model.box_classes, None
+        refined_only = model(inputs)
+        model.box_classes = decision
+        latents = model.first_stage.encode(model.preprocess_images(inputs))
+        assert model.finish_detections(latents, refined_only) == ["reclassified_boxes"]
+        assert model.finish_detections(latents, refined_only) == []
+    assert any(len(output["instances"]) for output in finished), "no detections: nothing would be compared"
+    for ours, theirs in zip(finished, refined_only, strict=True):
+        assert ours["reclassified_boxes"] == theirs["reclassified_boxes"] == ours["refined_boxes"] == 1
+        for mine, other in zip((ours["instances"].pred_boxes.tensor, ours["instances"].scores,
+                                ours["instances"].pred_classes),
+                               (theirs["instances"].pred_boxes.tensor, theirs["instances"].scores,
+                                theirs["instances"].pred_classes), strict=True):
+            assert torch.equal(mine, other)
+    with pytest.raises(ValueError, match="reclassified already"):
+        model.reclassify_boxes(latents, refined_only)
