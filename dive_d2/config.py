@@ -182,6 +182,9 @@ def add_dive_config(cfg: CN) -> CN:
     # Not in the paper: re-choose each returned box's class (after REFINE_BOXES) as the class whose single-object
     # layout leaves the least denoising error inside the box (dive_d2/inversion/box_classes.py).
     cfg.MODEL.DIVE.INVERSION.RECLASSIFY_BOXES = False
+    # The score of a reclassified box: "layout" keeps SCORE's; "explained" is the fraction of the box's empty-layout
+    # denoising error that its single-object layout explains (box_classes.py).
+    cfg.MODEL.DIVE.INVERSION.RECLASSIFY_SCORE = "layout"
     # Let CUDA run the inversion's convolutions and matrix products in TF32 (PyTorch's cuDNN default): about 20%
     # faster on an H200 but 1.6 AP50 lower on dive_shapes_val (dive_d2/inversion/precision.py). No effect on CPU.
     cfg.MODEL.DIVE.INVERSION.ALLOW_TF32 = False

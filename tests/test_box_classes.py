@@ -67,8 +67,11 @@ def test_boxes_that_end_equal_are_merged(monkeypatch):
     assert decided.pred_classes.tolist() == [0] and decided.scores.tolist() == pytest.approx([0.9])
 
 
-def test_the_detector_reclassifies_what_it_would_return_and_finishes_only_missing_steps():
-    model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True")
+@pytest.mark.parametrize("score", ["layout", "explained"])
+def test_the_detector_reclassifies_what_it_would_return_and_finishes_only_missing_steps(score):
+    model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True",
+                       "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", score)
+    assert model.box_classes.score == score
     inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
               make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
     with torch.no_grad():
@@ -89,3 +92,29 @@ def test_the_detector_reclassifies_what_it_would_return_and_finishes_only_missin
             assert torch.equal(mine, other)
     with pytest.raises(ValueError, match="reclassified already"):
         model.reclassify_boxes(latents, refined_only)
+
+
+def test_the_explained_score_is_the_fraction_of_the_boxs_empty_layout_error_its_object_explains(monkeypatch):
+    model = tiny_model()
+    found = detections_of([[0, 0, 32, 32], [32, 32, 64, 64], [0, 60, 1, 61]], [0, 0, 2], [0.9, 0.8, 0.7])
+    empty_map = torch.full((16, 16), 2.0)
+    empty_map[8:, 8:] = 0.0  # the second box's cells: nothing to explain there
+    # Every candidate of the first box leaves 0.5 per cell but class 1 leaves 0.25; others leave 1.0.
+    def planted_maps(model, latents, layouts, timesteps, noise):
+        maps = torch.ones(len(layouts), 16, 16)
+        maps[0:3] = 0.5
+        maps[1] = 0.25
+        return maps
+
+    monkeypatch.setattr(box_classes_module, "layout_error_maps", planted_maps)
+    pairs = (torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, 16, 16))
+    decided = BoxClassDecision("explained")(model, torch.zeros(1, 3, 16, 16), found, *pairs, empty_map)
+    # Box 0: (2 - 0.25) / 2 of its error explained; box 1 has none to explain; box 2 holds no cell.
+    assert decided.pred_classes.tolist() == [1, 0, 2]
+    assert decided.scores.tolist() == pytest.approx([0.875, 0.0, 0.0])
+    kept = BoxClassDecision("layout")(model, torch.zeros(1, 3, 16, 16), found, *pairs)
+    assert kept.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])
+    with pytest.raises(ValueError, match="needs the \\(h, w\\) empty-layout error map, got None"):
+        BoxClassDecision("explained")(model, torch.zeros(1, 3, 16, 16), found, *pairs)
+    with pytest.raises(ValueError, match="score must be one of"):
+        BoxClassDecision("likelihood")

@@ -234,7 +234,8 @@ class DIVE(nn.Module):
             "restart_selection": dive.INVERSION.RESTART_SELECTION,
             "pool_iou": dive.INVERSION.POOL_IOU,
             "box_refinement": ErrorMapBoxRefinement.from_config(cfg),
-            "box_classes": BoxClassDecision() if dive.INVERSION.RECLASSIFY_BOXES else None,
+            "box_classes": (BoxClassDecision(dive.INVERSION.RECLASSIFY_SCORE) if dive.INVERSION.RECLASSIFY_BOXES
+                            else None),
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
             "ranking_weight": dive.RANKING.WEIGHT,
             "ranking_temperature": dive.RANKING.TEMPERATURE,
@@ -459,9 +460,11 @@ class DIVE(nn.Module):
             raise ValueError("DIVE.reclassify_boxes: these detections are reclassified already "
                              "(\"reclassified_boxes\")")
         timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
+        empty_maps = (empty_layout_error_map(self, latents, timesteps, noise) if self.box_classes.score == "explained"
+                      else [None] * len(outputs))
         for index, output in enumerate(outputs):
             output["instances"] = self.box_classes(self, latents[index : index + 1], output["instances"], timesteps,
-                                                   noise)
+                                                   noise, empty_maps[index])
             output["reclassified_boxes"] = 1
 
     def refine_boxes(self, latents: torch.Tensor, outputs: list[dict]) -> None:
