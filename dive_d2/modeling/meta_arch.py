@@ -441,18 +441,24 @@ class DIVE(nn.Module):
         """The configured steps after decoding, in place, each unless the outputs carry its mark already
         (detections read back from a cache): ``refine_boxes``, then ``reclassify_boxes``. ``latents``:
         (B, C, h, w) of the B images of ``outputs``. Returns the names of the steps applied."""
-        applied = []
-        if self.box_refinement is not None and not any(output.get("refined_boxes") for output in outputs):
-            self.refine_boxes(latents, outputs)
-            applied.append("refined_boxes")
-        if self.box_classes is not None and not any(output.get("reclassified_boxes") for output in outputs):
-            self.reclassify_boxes(latents, outputs)
-            applied.append("reclassified_boxes")
-        return applied
+        refine = self.box_refinement is not None and not any(output.get("refined_boxes") for output in outputs)
+        reclassify = (self.box_classes is not None
+                      and not any(output.get("reclassified_boxes") for output in outputs))
+        empty_maps = None
+        if refine or (reclassify and self.box_classes.score == "explained"):  # one map per image for both steps
+            timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
+            empty_maps = empty_layout_error_map(self, latents, timesteps, noise)
+        if refine:
+            self.refine_boxes(latents, outputs, empty_maps)
+        if reclassify:
+            self.reclassify_boxes(latents, outputs, empty_maps)
+        return [name for name, done in (("refined_boxes", refine), ("reclassified_boxes", reclassify)) if done]
 
-    def reclassify_boxes(self, latents: torch.Tensor, outputs: list[dict]) -> None:
+    def reclassify_boxes(self, latents: torch.Tensor, outputs: list[dict], empty_maps: torch.Tensor | None = None
+                         ) -> None:
         """Replace each output's "instances" by ``box_classes``'s (classes re-chosen per box), in place, and
-        mark it ``"reclassified_boxes": 1``. ``latents``: (B, C, h, w) of the B images of ``outputs``."""
+        mark it ``"reclassified_boxes": 1``. ``latents``: (B, C, h, w) of the B images of ``outputs``;
+        ``empty_maps``: their (B, h, w) empty-layout error maps if already computed (the "explained" score)."""
         if self.box_classes is None:
             raise ValueError("DIVE.reclassify_boxes: no class decision configured "
                              "(MODEL.DIVE.INVERSION.RECLASSIFY_BOXES)")
@@ -460,24 +466,29 @@ class DIVE(nn.Module):
             raise ValueError("DIVE.reclassify_boxes: these detections are reclassified already "
                              "(\"reclassified_boxes\")")
         timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
-        empty_maps = (empty_layout_error_map(self, latents, timesteps, noise) if self.box_classes.score == "explained"
-                      else [None] * len(outputs))
+        if empty_maps is None and self.box_classes.score == "explained":
+            empty_maps = empty_layout_error_map(self, latents, timesteps, noise)
+        if empty_maps is None:
+            empty_maps = [None] * len(outputs)
         for index, output in enumerate(outputs):
             output["instances"] = self.box_classes(self, latents[index : index + 1], output["instances"], timesteps,
                                                    noise, empty_maps[index])
             output["reclassified_boxes"] = 1
 
-    def refine_boxes(self, latents: torch.Tensor, outputs: list[dict]) -> None:
+    def refine_boxes(self, latents: torch.Tensor, outputs: list[dict], empty_maps: torch.Tensor | None = None
+                     ) -> None:
         """Replace each output's "instances" by ``box_refinement``'s, in place, and mark it ``"refined_boxes":
         1`` (kept by detection caches, so that refined detections are never refined again). The error maps are
-        the empty layout's on the monitor's pairs. ``latents``: (B, C, h, w) of the B images of ``outputs``."""
+        the empty layout's on the monitor's pairs (``empty_maps`` (B, h, w) if already computed). ``latents``:
+        (B, C, h, w) of the B images of ``outputs``."""
         if self.box_refinement is None:
             raise ValueError("DIVE.refine_boxes: no box refinement configured (MODEL.DIVE.INVERSION.REFINE_BOXES)")
         if any(output.get("refined_boxes") for output in outputs):
             raise ValueError("DIVE.refine_boxes: these detections are refined already (\"refined_boxes\")")
-        timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
-        error_maps = empty_layout_error_map(self, latents, timesteps, noise)
-        for output, error_map in zip(outputs, error_maps, strict=True):
+        if empty_maps is None:
+            timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
+            empty_maps = empty_layout_error_map(self, latents, timesteps, noise)
+        for output, error_map in zip(outputs, empty_maps, strict=True):
             output["instances"] = self.box_refinement(output["instances"], error_map)
             output["refined_boxes"] = 1
 
