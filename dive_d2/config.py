@@ -183,8 +183,15 @@ def add_dive_config(cfg: CN) -> CN:
     # layout leaves the least denoising error inside the box (dive_d2/inversion/box_classes.py).
     cfg.MODEL.DIVE.INVERSION.RECLASSIFY_BOXES = False
     # The score of a reclassified box: "layout" keeps SCORE's; "explained" is the fraction of the box's empty-layout
-    # denoising error that its single-object layout explains (box_classes.py).
+    # denoising error that its single-object layout explains; "explained_share" multiplies that by the square root
+    # of the box's share of the whole map's empty-layout error (box_classes.py).
     cfg.MODEL.DIVE.INVERSION.RECLASSIFY_SCORE = "layout"
+    # Not in the paper: before the class decision (needs RECLASSIFY_BOXES), add the bounding boxes of the 8-connected
+    # parts of the empty layout's error map above CANDIDATE_THRESHOLD x its maximum as extra boxes; after it, drop
+    # per class the lower-scored of boxes overlapping at IoU > CANDIDATE_NMS_IOU (error_map_candidates.py).
+    cfg.MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES = False
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_THRESHOLD = 0.15
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_NMS_IOU = 0.5
     # Let CUDA run the inversion's convolutions and matrix products in TF32 (PyTorch's cuDNN default): about 20%
     # faster on an H200 but 1.6 AP50 lower on dive_shapes_val (dive_d2/inversion/precision.py). No effect on CPU.
     cfg.MODEL.DIVE.INVERSION.ALLOW_TF32 = False

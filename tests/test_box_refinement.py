@@ -96,7 +96,9 @@ def test_the_cache_tool_scores_the_cached_detections_and_finishes_them_as_the_de
     config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
     opts = [*TINY_DIVE_OPTS, *TINY_INVERSION, "DATASETS.TEST_LIMIT", "2"]
     steps_off = ["MODEL.DIVE.INVERSION.REFINE_BOXES", "False", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "False"]
-    steps_on = ["MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True"]
+    steps_on = ["MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True",
+                "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE",
+                "explained_share"]
     train_net = load_tool("train_net")
 
     def evaluate(*more):

@@ -82,12 +82,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     model = load_model(cfg, args.weights)
     records = cache_records(args.cache, args.fingerprint)
     logger.info("%s: %d cached image(s)", args.cache, len(records))
-    steps = {"refined_boxes": model.box_refinement is not None, "reclassified_boxes": model.box_classes is not None}
+    steps = {"refined_boxes": model.box_refinement is not None, "candidate_boxes": model.box_candidates is not None,
+             "reclassified_boxes": model.box_classes is not None}
     missing = [step for step, configured in steps.items()
                if configured and not all(record["extra"].get(step) for record in records.values())]
     if not args.score_only and not missing:
         raise ValueError(f"{args.cache}: its records carry every step the config turns on (REFINE_BOXES "
-                         f"{steps['refined_boxes']}, RECLASSIFY_BOXES {steps['reclassified_boxes']}), so nothing is "
+                         f"{steps['refined_boxes']}, ERROR_MAP_CANDIDATES {steps['candidate_boxes']}, RECLASSIFY_BOXES "
+                         f"{steps['reclassified_boxes']}), so nothing is "
                          "left to apply; add --score-only to report them as they are")
     logger.info("applying to the cached detections: %s", ", ".join(missing) or "nothing (--score-only)")
     stages = ("cached",) if args.score_only else ("cached", "refined")

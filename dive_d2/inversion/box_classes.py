@@ -16,6 +16,10 @@ With ``score="explained"`` each detection's score becomes the fraction of the bo
 map ``empty_layout_error_map`` gives, summed over the same cells) that its single-object layout explains,
 clamped to [0, 1]: how much of what p(x|y) cannot denoise without objects this object accounts for. A box
 without a cell scores 0. ``"layout"`` keeps the inverted layout's score (``MODEL.DIVE.INVERSION.SCORE``).
+``"explained_share"`` multiplies the "explained" fraction by the square root of the box's share of the whole
+map's empty-layout error: a small box around a little noise can be explained almost entirely, and once the
+error map's own parts join the boxes (``error_map_candidates.py``) such boxes are many; weighting by the share
+ranks first the boxes that hold much of what the empty layout leaves unexplained.
 
 Measured (session 28, nothing tuned; docs/detection.md, "Choosing each box's class"): on the whole
 ``dive_shapes_val`` AP / AP50 / AP75 8.3 / 16.2 / 7.9 -> 16.0 / 32.6 / 14.4, objects found with their class at
@@ -48,7 +52,7 @@ def errors_inside_boxes(error_maps: torch.Tensor, boxes: torch.Tensor) -> torch.
     return torch.stack(sums) if sums else error_maps.new_zeros((0, error_maps.shape[1]))
 
 
-BOX_SCORES = ("layout", "explained")
+BOX_SCORES = ("layout", "explained", "explained_share")
 
 
 class BoxClassDecision:
@@ -58,7 +62,8 @@ class BoxClassDecision:
         """
         Args:
             score: "layout" keeps each detection's score; "explained" replaces it by the fraction of the box's
-                empty-layout error that the chosen single-object layout explains.
+                empty-layout error that the chosen single-object layout explains; "explained_share" multiplies
+                that by the square root of the box's share of the whole map's empty-layout error.
         """
         if score not in BOX_SCORES:
             raise ValueError(f"BoxClassDecision: score must be one of {BOX_SCORES}, got {score!r}")
@@ -67,7 +72,7 @@ class BoxClassDecision:
     @torch.no_grad()
     def __call__(self, model: DIVE, latents: torch.Tensor, detections: Instances, timesteps: torch.Tensor,
                  noise: torch.Tensor, empty_map: torch.Tensor | None = None) -> Instances:
-        """Detections with re-chosen classes (same boxes; scores kept or, with ``score="explained"``, replaced;
+        """Detections with re-chosen classes (same boxes; scores kept or, with the "explained" scores, replaced;
         same image size; possibly fewer after merging).
 
         Args:
@@ -75,12 +80,13 @@ class BoxClassDecision:
             detections: Instances with ``pred_boxes`` (XYXY, pixels of ``detections.image_size``), ``scores``,
                 ``pred_classes``.
             timesteps: (K,) int64 and noise (K, C, h, w): the pairs the errors are measured on (the monitor's).
-            empty_map: (h, w) the image's empty-layout error map on the same pairs; needed for "explained".
+            empty_map: (h, w) the image's empty-layout error map on the same pairs; needed by the "explained"
+                scores.
         """
         if latents.dim() != 4 or len(latents) != 1:
             raise ValueError(f"BoxClassDecision: latents must be (1, C, h, w), got shape {tuple(latents.shape)}")
-        if self.score == "explained" and (empty_map is None or empty_map.shape != latents.shape[-2:]):
-            raise ValueError("BoxClassDecision: score 'explained' needs the (h, w) empty-layout error map, got "
+        if self.score != "layout" and (empty_map is None or empty_map.shape != latents.shape[-2:]):
+            raise ValueError(f"BoxClassDecision: score {self.score!r} needs the (h, w) empty-layout error map, got "
                              f"{None if empty_map is None else tuple(empty_map.shape)} for latents "
                              f"{tuple(latents.shape)}")
         height, width = detections.image_size
@@ -99,11 +105,13 @@ class BoxClassDecision:
         without_cells = errors.isnan().any(dim=1)
         decided = torch.where(without_cells, classes, errors.nan_to_num(0.0).argmin(dim=1))
         scores = detections.scores.detach().cpu()
-        if self.score == "explained":
+        if self.score != "layout":
             unexplained = errors_inside_boxes(empty_map.detach().cpu()[None, None].expand(len(boxes), 1, -1, -1),
                                               boxes / scale)[:, 0]
             chosen = errors.nan_to_num(0.0).gather(1, decided[:, None])[:, 0]
             fraction = ((unexplained - chosen) / unexplained).clamp(0.0, 1.0)
             scores = torch.where(without_cells | ~(unexplained > 0), torch.zeros_like(fraction), fraction)
+            if self.score == "explained_share":
+                scores = scores * (unexplained / empty_map.detach().cpu().sum()).clamp(0.0, 1.0).sqrt()
         return merge_equal_detections(boxes.tolist(), decided.tolist(), scores.tolist(), detections.image_size,
                                       detections.scores.device)

@@ -36,6 +36,7 @@ from ..inversion import (
     SCORES,
     BoxClassDecision,
     ErrorMapBoxRefinement,
+    ErrorMapCandidates,
     InversionResult,
     LayoutInversion,
     hashed_seed,
@@ -100,6 +101,7 @@ class DIVE(nn.Module):
         pool_iou: float = 0.5,
         box_refinement: ErrorMapBoxRefinement | None = None,
         box_classes: BoxClassDecision | None = None,
+        box_candidates: ErrorMapCandidates | None = None,
         prior_rounding_weight: float = 0.0,
         ranking_weight: float = 0.0,
         ranking_temperature: float = 0.05,
@@ -127,6 +129,9 @@ class DIVE(nn.Module):
                 (dive_d2/inversion/box_refinement.py; not in the paper).
             box_classes: if given, each returned box's class is re-chosen by p(x|y)'s error inside the box,
                 after any refinement (dive_d2/inversion/box_classes.py; not in the paper).
+            box_candidates: if given (needs ``box_classes``), the error map's component boxes join the boxes
+                the class decision sees, and overlapping boxes of a class are suppressed after it
+                (dive_d2/inversion/error_map_candidates.py; not in the paper).
             prior_rounding_weight: weight of ``loss_prior_rounding`` (``rounding_loss``, each sample weighted
                 by its a_t) in training the prior; 0 trains on the epsilon loss alone.
             ranking_weight, ranking_temperature, ranking_shifts: weight of ``loss_image_ranking`` (the true
@@ -182,6 +187,10 @@ class DIVE(nn.Module):
         self.pool_iou = pool_iou
         self.box_refinement = box_refinement
         self.box_classes = box_classes
+        if box_candidates is not None and box_classes is None:
+            raise ValueError("DIVE: box_candidates need box_classes (MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES needs "
+                             "RECLASSIFY_BOXES)")
+        self.box_candidates = box_candidates
         if prior_rounding_weight < 0:
             raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
         self.prior_rounding_weight = prior_rounding_weight
@@ -236,6 +245,7 @@ class DIVE(nn.Module):
             "box_refinement": ErrorMapBoxRefinement.from_config(cfg),
             "box_classes": (BoxClassDecision(dive.INVERSION.RECLASSIFY_SCORE) if dive.INVERSION.RECLASSIFY_BOXES
                             else None),
+            "box_candidates": ErrorMapCandidates.from_config(cfg),
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
             "ranking_weight": dive.RANKING.WEIGHT,
             "ranking_temperature": dive.RANKING.TEMPERATURE,
@@ -439,26 +449,41 @@ class DIVE(nn.Module):
 
     def finish_detections(self, latents: torch.Tensor, outputs: list[dict]) -> list[str]:
         """The configured steps after decoding, in place, each unless the outputs carry its mark already
-        (detections read back from a cache): ``refine_boxes``, then ``reclassify_boxes``. ``latents``:
+        (detections read back from a cache): ``refine_boxes``, then ``reclassify_boxes`` (with
+        ``box_candidates``, the error map's boxes added before it and overlaps suppressed after it). ``latents``:
         (B, C, h, w) of the B images of ``outputs``. Returns the names of the steps applied."""
         refine = self.box_refinement is not None and not any(output.get("refined_boxes") for output in outputs)
         reclassify = (self.box_classes is not None
                       and not any(output.get("reclassified_boxes") for output in outputs))
+        candidates = self.box_candidates is not None and not any(output.get("candidate_boxes") for output in outputs)
+        if candidates and not reclassify:
+            raise ValueError("DIVE.finish_detections: these detections are reclassified already "
+                             "(\"reclassified_boxes\"), so the error map's candidate boxes can no longer get classes; "
+                             "finish the cached detections before the class decision")
         empty_maps = None
-        if refine or (reclassify and self.box_classes.score == "explained"):  # one map per image for both steps
+        # One empty-layout map per image serves every step that reads it.
+        if refine or candidates or (reclassify and self.box_classes.score != "layout"):
             timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
             empty_maps = empty_layout_error_map(self, latents, timesteps, noise)
         if refine:
             self.refine_boxes(latents, outputs, empty_maps)
+        if candidates:
+            for output, error_map in zip(outputs, empty_maps, strict=True):
+                output["instances"] = self.box_candidates.add(output["instances"], error_map)
         if reclassify:
             self.reclassify_boxes(latents, outputs, empty_maps)
-        return [name for name, done in (("refined_boxes", refine), ("reclassified_boxes", reclassify)) if done]
+        if candidates:
+            for output in outputs:
+                output["instances"] = self.box_candidates.suppress_overlaps(output["instances"])
+                output["candidate_boxes"] = 1
+        return [name for name, done in (("refined_boxes", refine), ("candidate_boxes", candidates),
+                                        ("reclassified_boxes", reclassify)) if done]
 
     def reclassify_boxes(self, latents: torch.Tensor, outputs: list[dict], empty_maps: torch.Tensor | None = None
                          ) -> None:
         """Replace each output's "instances" by ``box_classes``'s (classes re-chosen per box), in place, and
         mark it ``"reclassified_boxes": 1``. ``latents``: (B, C, h, w) of the B images of ``outputs``;
-        ``empty_maps``: their (B, h, w) empty-layout error maps if already computed (the "explained" score)."""
+        ``empty_maps``: their (B, h, w) empty-layout error maps if already computed (the "explained" scores)."""
         if self.box_classes is None:
             raise ValueError("DIVE.reclassify_boxes: no class decision configured "
                              "(MODEL.DIVE.INVERSION.RECLASSIFY_BOXES)")
@@ -466,7 +491,7 @@ class DIVE(nn.Module):
             raise ValueError("DIVE.reclassify_boxes: these detections are reclassified already "
                              "(\"reclassified_boxes\")")
         timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
-        if empty_maps is None and self.box_classes.score == "explained":
+        if empty_maps is None and self.box_classes.score != "layout":
             empty_maps = empty_layout_error_map(self, latents, timesteps, noise)
         if empty_maps is None:
             empty_maps = [None] * len(outputs)
