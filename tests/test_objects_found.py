@@ -30,3 +30,28 @@ def test_objects_found_counts_same_class_overlaps_per_image(tmp_path):
         tool.read_run(tmp_path)
     (tmp_path / "coco_instances_results.json").write_text(json.dumps(detections))
     assert tool.read_run(tmp_path) == (ground_truth, detections)
+
+
+def test_slice_ap_scores_only_the_images_of_the_slice(tmp_path):
+    tool = load_tool("slice_ap")
+    ground_truth = {"images": [{"id": 7}, {"id": 3}, {"id": 5}],
+                    "categories": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}],
+                    "annotations": [{"id": n + 1, "image_id": image, "category_id": 0, "bbox": [10, 10, 20, 20],
+                                     "area": 400, "iscrowd": 0} for n, image in enumerate((7, 3, 5))]}
+    # Image 7 found exactly; image 3 has a box of the wrong class; image 5 a box at IoU 0.6 only.
+    detections = [{"image_id": 7, "category_id": 0, "bbox": [10, 10, 20, 20], "score": 0.9},
+                  {"image_id": 3, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.8},
+                  {"image_id": 5, "category_id": 0, "bbox": [10, 10, 20, 12.5], "score": 0.7}]  # IoU 0.625
+    assert tool.slice_ap(ground_truth, detections, 0, 1) == pytest.approx({"AP": 100.0, "AP50": 100.0, "AP75": 100.0})
+    assert tool.slice_ap(ground_truth, detections, 1, 1)["AP50"] == pytest.approx(0.0)
+    assert tool.slice_ap(ground_truth, detections, 2, 1)["AP50"] == pytest.approx(100.0)
+    assert tool.slice_ap(ground_truth, detections, 2, 1)["AP75"] == pytest.approx(0.0)
+    # The second and third images of the list (ids 3 and 5; list order, not id order): one of two found.
+    both = tool.slice_ap(ground_truth, detections, 1, 2)
+    assert both["AP50"] == pytest.approx(50.0, abs=1.0)
+    with pytest.raises(ValueError, match="images 2..3 asked, the ground truth holds 3"):
+        tool.slice_ap(ground_truth, detections, 2, 2)
+    (tmp_path / "val_coco_format.json").write_text(json.dumps(ground_truth))
+    (tmp_path / "coco_instances_results.json").write_text(json.dumps(detections))
+    assert tool.main([str(tmp_path), "--images", "0", "3"])["AP50"] == pytest.approx(
+        tool.slice_ap(ground_truth, detections, 0, 3)["AP50"])

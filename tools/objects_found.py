@@ -15,13 +15,12 @@ matching; ``dive_d2.evaluation.objects_found``), from the files ``tools/evaluate
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from detectron2.structures import BoxMode
 
-from dive_d2.evaluation.objects_found import found_objects
+from dive_d2.evaluation.objects_found import found_objects, read_run
 
 
 def xyxy_boxes(xywh: list[list[float]]) -> torch.Tensor:
@@ -71,16 +70,6 @@ def found_by_size(hits: list[tuple[dict, bool]], edges: list[float]) -> list[tup
         inside = [hit for annotation, hit in hits if low <= object_side(annotation) < high]
         rows.append((low, high, sum(inside), len(inside)))
     return rows
-
-
-def read_run(folder: Path) -> tuple[dict, list[dict]]:
-    """The COCO ground truth and the detections an evaluation wrote to ``folder``."""
-    truth_files = sorted(folder.glob("*_coco_format.json"))
-    results = folder / "coco_instances_results.json"
-    if len(truth_files) != 1 or not results.is_file():
-        raise FileNotFoundError(f"{folder}: expected one *_coco_format.json and coco_instances_results.json "
-                                f"(found {[p.name for p in truth_files]}, results file present: {results.is_file()})")
-    return json.loads(truth_files[0].read_text()), json.loads(results.read_text())
 
 
 def main() -> None:

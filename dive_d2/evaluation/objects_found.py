@@ -7,6 +7,9 @@ whether a change found more objects or only ranked them differently.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from detectron2.structures import Boxes, pairwise_iou
 
@@ -34,3 +37,13 @@ def is_wrong_layout(true_boxes: torch.Tensor, true_classes: torch.Tensor, boxes:
     if len(boxes) != len(true_boxes):
         return True
     return not bool(found_objects(true_boxes, true_classes, boxes, classes, iou_threshold).all())
+
+
+def read_run(folder: Path) -> tuple[dict, list[dict]]:
+    """The COCO ground truth and the detections an evaluation wrote to ``folder``."""
+    truth_files = sorted(folder.glob("*_coco_format.json"))
+    results = folder / "coco_instances_results.json"
+    if len(truth_files) != 1 or not results.is_file():
+        raise FileNotFoundError(f"{folder}: expected one *_coco_format.json and coco_instances_results.json "
+                                f"(found {[p.name for p in truth_files]}, results file present: {results.is_file()})")
+    return json.loads(truth_files[0].read_text()), json.loads(results.read_text())
