@@ -5,20 +5,30 @@ A finished evaluation's detections (``TEST.DETECTIONS_CACHE``, dive_d2/evaluatio
 given the steps that follow the inversion afterwards, in about a second per image instead of inverting again
 (35-70 s per image on 2 CPU cores): the box refinement (``MODEL.DIVE.INVERSION.REFINE_BOXES``,
 dive_d2/inversion/box_refinement.py) and the class decision (``RECLASSIFY_BOXES``, box_classes.py) only change
-what DIVE returns from the image and its inverted detections. This reads the cache records of every image of
+what DIVE returns from the image and its inverted detections (the error-map candidates,
+``ERROR_MAP_CANDIDATES``, error_map_candidates.py, as well). This reads the cache records of every image of
 ``DATASETS.TEST`` (an image missing from the cache is an error), applies the steps the config turns on that
 the records do not carry yet with ``DIVE.finish_detections``, the method the detector itself calls, and
 reports COCOEvaluator's table for the cached and for the finished ("refined") detections. Results go to
 ``OUTPUT_DIR/cached/`` and ``OUTPUT_DIR/refined/`` (each readable by tools/objects_found.py). With nothing left
 to apply it stops with an error; ``--score-only`` reports the cached detections alone, as they are.
 
+``--ground-truth-boxes`` (no cache) gives the class decision the dataset's own boxes instead: each image's
+ground-truth boxes, class 0 and score 1, marked refined and with candidates, so that only the class decision and
+its score apply (``RECLASSIFY_BOXES`` must be on). Its table, ``OUTPUT_DIR/ground_truth_boxes/``, is the AP the
+steps after the inversion reach with perfect boxes: what is left to win by placing boxes better.
+
     .venv/bin/python tools/refine_cached_detections.py --config-file configs/shapes/dive.yaml \
       --weights weights/shapes/dive.pth --cache docs/results/detection/shapes_val_full_cache \
       OUTPUT_DIR output/refined_shapes_val_full
+    # the class decision given the ground-truth boxes, images 0-199:
+    .venv/bin/python tools/refine_cached_detections.py --config-file configs/shapes/dive.yaml \
+      --weights weights/shapes/dive.pth --ground-truth-boxes --images 0 200 OUTPUT_DIR output/oracle_boxes
     # images 100-499 only (the REFINE_* defaults were chosen on images 0-99):
     .venv/bin/python tools/refine_cached_detections.py ... --images 100 400 OUTPUT_DIR output/refined_100to500
     # the box refinement alone (as session 27 measured it):
-    .venv/bin/python tools/refine_cached_detections.py ... MODEL.DIVE.INVERSION.RECLASSIFY_BOXES False OUTPUT_DIR ...
+    .venv/bin/python tools/refine_cached_detections.py ... MODEL.DIVE.INVERSION.RECLASSIFY_BOXES False \
+      MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES False OUTPUT_DIR ...
 """
 
 from __future__ import annotations
@@ -29,9 +39,10 @@ import os
 import shutil
 
 import torch
-from detectron2.data import MetadataCatalog, build_detection_test_loader
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.testing import print_csv_format
+from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
@@ -56,18 +67,36 @@ def cache_records(directory: str, fingerprint: str) -> dict[str, dict]:
     return read_records(paths)
 
 
+def ground_truth_output(record: dict, device: torch.device) -> dict:
+    """A dataset record's objects as DIVE output: its boxes (XYXY, pixels of the record's height x width), class
+    0 and score 1 each (the class decision chooses the class; a box without a latent cell keeps class 0), marked
+    so that ``DIVE.finish_detections`` neither refines them nor adds candidates."""
+    for key in ("height", "width", "image_id"):
+        if key not in record:
+            raise KeyError(f"--ground-truth-boxes: dataset record {record.get('file_name', '?')} has no {key!r}")
+    boxes = [BoxMode.convert(list(annotation["bbox"]), annotation["bbox_mode"], BoxMode.XYXY_ABS)
+             for annotation in record.get("annotations", [])]
+    instances = Instances((record["height"], record["width"]))
+    instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32, device=device).reshape(-1, 4))
+    instances.scores = torch.ones(len(boxes), device=device)
+    instances.pred_classes = torch.zeros(len(boxes), dtype=torch.int64, device=device)
+    return {"instances": instances, "refined_boxes": 1, "candidate_boxes": 1}
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     """Returns {dataset: {"cached": COCOEvaluator results, "refined": ...}} ("refined" absent with
-    --score-only)."""
+    --score-only; {dataset: {"ground_truth_boxes": ...}} with --ground-truth-boxes)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--weights", required=True, help="the DIVE weights the cached detections were made with")
-    parser.add_argument("--cache", required=True, help="a TEST.DETECTIONS_CACHE folder")
+    parser.add_argument("--cache", help="a TEST.DETECTIONS_CACHE folder (needed unless --ground-truth-boxes)")
     parser.add_argument("--fingerprint", default="", help="which fingerprint's files, when the folder holds several")
     parser.add_argument("--images", type=int, nargs=2, metavar=("START", "COUNT"),
                         help="evaluate records START .. START+COUNT-1 of each test dataset instead of all")
     parser.add_argument("--score-only", action="store_true",
                         help="report the cached detections as they are, without applying any step")
+    parser.add_argument("--ground-truth-boxes", action="store_true",
+                        help="give the class decision each image's ground-truth boxes instead of cached detections")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
     args = parser.parse_args(argv)
     setup_logger()  # Detectron2's: COCOEvaluator's tables
@@ -80,19 +109,32 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     if args.images:
         datasets = [register_first_images(name, args.images[1], args.images[0]) for name in datasets]
     model = load_model(cfg, args.weights)
-    records = cache_records(args.cache, args.fingerprint)
-    logger.info("%s: %d cached image(s)", args.cache, len(records))
-    steps = {"refined_boxes": model.box_refinement is not None, "candidate_boxes": model.box_candidates is not None,
-             "reclassified_boxes": model.box_classes is not None}
-    missing = [step for step, configured in steps.items()
-               if configured and not all(record["extra"].get(step) for record in records.values())]
-    if not args.score_only and not missing:
-        raise ValueError(f"{args.cache}: its records carry every step the config turns on (REFINE_BOXES "
-                         f"{steps['refined_boxes']}, ERROR_MAP_CANDIDATES {steps['candidate_boxes']}, RECLASSIFY_BOXES "
-                         f"{steps['reclassified_boxes']}), so nothing is "
-                         "left to apply; add --score-only to report them as they are")
-    logger.info("applying to the cached detections: %s", ", ".join(missing) or "nothing (--score-only)")
-    stages = ("cached",) if args.score_only else ("cached", "refined")
+    if args.ground_truth_boxes:
+        if args.cache or args.score_only:
+            parser.error("--ground-truth-boxes reads no cache: drop --cache and --score-only")
+        if model.box_classes is None:
+            raise ValueError("--ground-truth-boxes measures the class decision: turn on "
+                             "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES")
+        records = {}
+        logger.info("giving the class decision each image's ground-truth boxes")
+        stages = ("ground_truth_boxes",)
+    else:
+        if not args.cache:
+            parser.error("--cache is required (unless --ground-truth-boxes)")
+        records = cache_records(args.cache, args.fingerprint)
+        logger.info("%s: %d cached image(s)", args.cache, len(records))
+        steps = {"refined_boxes": model.box_refinement is not None,
+                 "candidate_boxes": model.box_candidates is not None,
+                 "reclassified_boxes": model.box_classes is not None}
+        missing = [step for step, configured in steps.items()
+                   if configured and not all(record["extra"].get(step) for record in records.values())]
+        if not args.score_only and not missing:
+            raise ValueError(f"{args.cache}: its records carry every step the config turns on (REFINE_BOXES "
+                             f"{steps['refined_boxes']}, ERROR_MAP_CANDIDATES {steps['candidate_boxes']}, "
+                             f"RECLASSIFY_BOXES {steps['reclassified_boxes']}), so nothing is left to apply; add "
+                             "--score-only to report them as they are")
+        logger.info("applying to the cached detections: %s", ", ".join(missing) or "nothing (--score-only)")
+        stages = ("cached",) if args.score_only else ("cached", "refined")
 
     results = {}
     for dataset in datasets:
@@ -100,20 +142,25 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
                       for name in stages}
         for evaluator in evaluators.values():
             evaluator.reset()
+        truth = ({record["image_id"]: record for record in DatasetCatalog.get(dataset)} if args.ground_truth_boxes
+                 else {})
         for batch in tqdm(build_detection_test_loader(cfg, dataset), desc=dataset, unit="batch"):
-            keys = [image_key(item) for item in batch]
-            missing = [item.get("image_id") for item, key in zip(batch, keys, strict=True) if key not in records]
-            if missing:
-                raise KeyError(f"{args.cache}: no cached detections for image_id {missing} of {dataset} (same "
-                               "pixels and output size); run the evaluation with TEST.DETECTIONS_CACHE first")
-            cached = [output_from_record(records[key], model.device) for key in keys]
-            evaluators["cached"].process(batch, cached)
-            if args.score_only:
-                continue
-            refined = [dict(output) for output in cached]
+            if args.ground_truth_boxes:
+                given = [ground_truth_output(truth[item["image_id"]], model.device) for item in batch]
+            else:
+                keys = [image_key(item) for item in batch]
+                missing = [item.get("image_id") for item, key in zip(batch, keys, strict=True) if key not in records]
+                if missing:
+                    raise KeyError(f"{args.cache}: no cached detections for image_id {missing} of {dataset} (same "
+                                   "pixels and output size); run the evaluation with TEST.DETECTIONS_CACHE first")
+                given = [output_from_record(records[key], model.device) for key in keys]
+                evaluators["cached"].process(batch, given)
+                if args.score_only:
+                    continue
+            finished = [dict(output) for output in given]
             with torch.no_grad(), tf32_allowed(model.allow_tf32):
-                model.finish_detections(model.first_stage.encode(model.preprocess_images(batch)), refined)
-            evaluators["refined"].process(batch, refined)
+                model.finish_detections(model.first_stage.encode(model.preprocess_images(batch)), finished)
+            evaluators[stages[-1]].process(batch, finished)
         results[dataset] = {}
         for name, evaluator in evaluators.items():
             logger.info("%s, %s detections:", dataset, name)
