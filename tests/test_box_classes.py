@@ -70,7 +70,8 @@ def test_boxes_that_end_equal_are_merged(monkeypatch):
 @pytest.mark.parametrize("score", ["layout", "explained"])
 def test_the_detector_reclassifies_what_it_would_return_and_finishes_only_missing_steps(score):
     model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True",
-                       "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", score)
+                       "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", score, "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES",
+                       "False")
     assert model.box_classes.score == score
     inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
               make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]

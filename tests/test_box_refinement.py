@@ -1,6 +1,8 @@
 """Box refinement by the empty layout's error map: the fitting rule, the detector path and the cache tool
 (which also applies the class decision, tests/test_box_classes.py)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -69,7 +71,8 @@ def test_a_map_without_any_error_and_bad_settings():
 
 def test_the_detector_refines_what_it_would_return_unrefined():
     model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.REFINE_THRESHOLD", "0.5",
-                       "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "False")
+                       "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "False", "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES",
+                       "False")
     inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
               make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
     with torch.no_grad():
@@ -95,7 +98,8 @@ def test_the_cache_tool_scores_the_cached_detections_and_finishes_them_as_the_de
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("tiny")
     config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
     opts = [*TINY_DIVE_OPTS, *TINY_INVERSION, "DATASETS.TEST_LIMIT", "2"]
-    steps_off = ["MODEL.DIVE.INVERSION.REFINE_BOXES", "False", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "False"]
+    steps_off = ["MODEL.DIVE.INVERSION.REFINE_BOXES", "False", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "False",
+                 "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "False"]
     steps_on = ["MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True",
                 "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE",
                 "explained_share"]
@@ -121,6 +125,22 @@ def test_the_cache_tool_scores_the_cached_detections_and_finishes_them_as_the_de
         tool.main([*common, *opts[:-1], "3", *steps_on, "OUTPUT_DIR", str(tmp_path / "more")])
     with pytest.raises(ValueError, match="nothing is left to apply"):
         tool.main([*common, *opts, *steps_off, "OUTPUT_DIR", str(tmp_path / "nothing")])
+
+    # The class decision given the ground-truth boxes: exactly those boxes come back, each with a class.
+    oracle = ["--config-file", config, "--weights", str(tmp_path / "tiny.pth"), "--ground-truth-boxes"]
+    results = tool.main([*oracle, *opts, *steps_on, "OUTPUT_DIR", str(tmp_path / "oracle")])
+    assert list(results[dataset]) == ["ground_truth_boxes"]
+    folder = tmp_path / "oracle" / "ground_truth_boxes"
+    (truth_file,) = folder.glob("*_coco_format.json")
+    def boxes(items):
+        return sorted((item["image_id"], *(round(value, 3) for value in item["bbox"])) for item in items)
+
+    truth = boxes(json.loads(truth_file.read_text())["annotations"])
+    assert truth and boxes(json.loads((folder / "coco_instances_results.json").read_text())) == truth
+    with pytest.raises(ValueError, match="--ground-truth-boxes measures the class decision"):
+        tool.main([*oracle, *opts, *steps_off, "OUTPUT_DIR", str(tmp_path / "no_decision")])
+    with pytest.raises(SystemExit):
+        tool.main([*oracle, "--cache", str(cache), *opts, *steps_on, "OUTPUT_DIR", str(tmp_path / "both")])
 
 
 def test_the_cache_tool_scores_finished_records_as_they_are_and_refuses_to_finish_them_again(tmp_path):
