@@ -57,6 +57,10 @@ def test_config_turns_the_step_on_only_with_the_class_decision():
     with pytest.raises(ValueError, match="ERROR_MAP_CANDIDATES needs RECLASSIFY_BOXES"):
         ErrorMapCandidates.from_config(cfg)
     cfg.MODEL.DIVE.INVERSION.RECLASSIFY_BOXES = True
+    cfg.MODEL.DIVE.INVERSION.RECLASSIFY_SCORE = "layout"
+    with pytest.raises(ValueError, match="needs a RECLASSIFY_SCORE from the error maps"):
+        ErrorMapCandidates.from_config(cfg)
+    cfg.MODEL.DIVE.INVERSION.RECLASSIFY_SCORE = "explained_share"
     cfg.MODEL.DIVE.INVERSION.CANDIDATE_THRESHOLD = 0.3
     step = ErrorMapCandidates.from_config(cfg)
     assert (step.threshold, step.nms_iou) == (0.3, 0.5)

@@ -243,9 +243,10 @@ def test_pooling_merges_an_object_that_several_runs_found_and_keeps_the_rest():
 
 
 def test_pooled_restarts_contain_the_best_run_and_equal_it_with_one_restart():
-    # The layout's own scores (the benchmarks' configs replace them after decoding: RECLASSIFY_SCORE explained).
+    # The layout's own scores (the benchmarks' configs replace them after decoding: RECLASSIFY_SCORE
+    # explained_share), so no error-map boxes, which only those scores rank.
     opts = ("MODEL.DIVE.INVERSION.PARAMETERISATION", "box", "MODEL.DIVE.INVERSION.SCORE", "constant",
-            "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", "layout")
+            "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", "layout", "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "False")
     images = [make_input(3, 64, 64, [], [], seed=s) | {"image_id": s} for s in range(2)]
 
     def detections(*extra):
@@ -271,7 +272,8 @@ def test_pooled_restarts_contain_the_best_run_and_equal_it_with_one_restart():
 def test_every_score_variant_gives_valid_confidences():
     for score in ("leave_one_out", "margin", "constant"):
         model = tiny_model("MODEL.DIVE.INVERSION.SCORE", score, "MODEL.DIVE.INVERSION.MAX_STEPS", "2",
-                           "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", "layout")
+                           "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", "layout",
+                           "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "False")
         with torch.no_grad():
             outputs = model([make_input(3, 64, 64, [], [], seed=s) | {"image_id": s} for s in range(3)])
         scores = torch.cat([o["instances"].scores for o in outputs])

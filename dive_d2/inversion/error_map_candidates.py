@@ -1,7 +1,8 @@
 """More boxes: the outlines of the empty layout's error map as extra candidates for the class decision.
 
 Not part of the paper's method; off unless ``MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES`` (which needs
-``RECLASSIFY_BOXES``). After the inversion and the box refinement (``box_refinement.py``) a third of the
+``RECLASSIFY_BOXES`` and a ``RECLASSIFY_SCORE`` from the error maps; on in configs/Base-DIVE.yaml since
+session 29). After the inversion and the box refinement (``box_refinement.py``) a third of the
 objects of ``dive_shapes_val`` still have no box at IoU 0.5 (docs/detection.md, "Extra boxes from the error
 map"), while the class decision (``box_classes.py``) is nearly perfect once a box is right: given the
 ground-truth boxes, its classes and "explained" scores reach AP 96-97 on images 0-199. So the step widens the
@@ -68,6 +69,10 @@ class ErrorMapCandidates:
         if not inversion.RECLASSIFY_BOXES:
             raise ValueError("MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES needs RECLASSIFY_BOXES: the candidate boxes "
                              "get their classes and scores from the class decision")
+        if inversion.RECLASSIFY_SCORE == "layout":
+            raise ValueError("MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES needs a RECLASSIFY_SCORE from the error maps "
+                             "('explained_share' or 'explained'): with 'layout' its boxes, which no layout holds, "
+                             "would all score 0")
         return cls(inversion.CANDIDATE_THRESHOLD, inversion.CANDIDATE_NMS_IOU)
 
     def add(self, detections: Instances, error_map: torch.Tensor) -> Instances:

@@ -187,9 +187,10 @@ class DIVE(nn.Module):
         self.pool_iou = pool_iou
         self.box_refinement = box_refinement
         self.box_classes = box_classes
-        if box_candidates is not None and box_classes is None:
-            raise ValueError("DIVE: box_candidates need box_classes (MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES needs "
-                             "RECLASSIFY_BOXES)")
+        if box_candidates is not None and (box_classes is None or box_classes.score == "layout"):
+            raise ValueError("DIVE: box_candidates need box_classes with a score from the error maps "
+                             "(MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES needs RECLASSIFY_BOXES and a RECLASSIFY_SCORE "
+                             "other than \"layout\")")
         self.box_candidates = box_candidates
         if prior_rounding_weight < 0:
             raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
