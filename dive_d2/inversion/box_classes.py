@@ -106,12 +106,12 @@ class BoxClassDecision:
         decided = torch.where(without_cells, classes, errors.nan_to_num(0.0).argmin(dim=1))
         scores = detections.scores.detach().cpu()
         if self.score != "layout":
-            unexplained = errors_inside_boxes(empty_map.detach().cpu()[None, None].expand(len(boxes), 1, -1, -1),
-                                              boxes / scale)[:, 0]
+            empty = empty_map.detach().cpu()
+            unexplained = errors_inside_boxes(empty[None, None].expand(len(boxes), 1, -1, -1), boxes / scale)[:, 0]
             chosen = errors.nan_to_num(0.0).gather(1, decided[:, None])[:, 0]
             fraction = ((unexplained - chosen) / unexplained).clamp(0.0, 1.0)
             scores = torch.where(without_cells | ~(unexplained > 0), torch.zeros_like(fraction), fraction)
             if self.score == "explained_share":
-                scores = scores * (unexplained / empty_map.detach().cpu().sum()).clamp(0.0, 1.0).sqrt()
+                scores = scores * (unexplained / empty.sum()).clamp(0.0, 1.0).sqrt()
         return merge_equal_detections(boxes.tolist(), decided.tolist(), scores.tolist(), detections.image_size,
                                       detections.scores.device)

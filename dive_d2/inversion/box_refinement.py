@@ -27,6 +27,15 @@ from detectron2.structures import Instances
 from .pooling import merge_equal_detections
 
 
+def error_mask(error_map: torch.Tensor, threshold: float) -> np.ndarray:
+    """(h, w) bool: the cells of ``error_map`` (h, w) above ``threshold`` times its maximum (none for a map
+    without a positive value); the mask the refinement fits boxes to and the candidates outline."""
+    values = error_map.detach().float().cpu().numpy()
+    if not values.max() > 0:
+        return np.zeros(values.shape, dtype=bool)
+    return values > threshold * values.max()
+
+
 def support_box(box: np.ndarray, mask: np.ndarray, min_margin: float, margin_ratio: float) -> np.ndarray | None:
     """Bounding box of the mask's parts that touch ``box``, within a window around it (see module docstring).
 
@@ -95,8 +104,7 @@ class ErrorMapBoxRefinement:
         if error_map.dim() != 2:
             raise ValueError(f"ErrorMapBoxRefinement: error_map must be (h, w), got shape {tuple(error_map.shape)}")
         height, width = detections.image_size
-        values = error_map.detach().float().cpu().numpy()
-        mask = values > self.threshold * values.max() if values.max() > 0 else np.zeros(values.shape, dtype=bool)
+        mask = error_mask(error_map, self.threshold)
         scale = np.array([width, height, width, height], dtype=np.float64)
         boxes = detections.pred_boxes.tensor.detach().cpu().double().numpy()
         refined = []
