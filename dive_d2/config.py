@@ -187,11 +187,14 @@ def add_dive_config(cfg: CN) -> CN:
     # of the box's share of the whole map's empty-layout error (box_classes.py).
     cfg.MODEL.DIVE.INVERSION.RECLASSIFY_SCORE = "layout"
     # Not in the paper: before the class decision (needs RECLASSIFY_BOXES), add the bounding boxes of the 8-connected
-    # parts of the empty layout's error map above CANDIDATE_THRESHOLD x its maximum as extra boxes; after it, drop
-    # per class the lower-scored of boxes overlapping at IoU > CANDIDATE_NMS_IOU (error_map_candidates.py).
+    # parts of the empty layout's error map above each level of CANDIDATE_THRESHOLDS x its maximum as extra boxes;
+    # after it, drop per class the lower-scored of boxes overlapping at IoU > CANDIDATE_NMS_IOU
+    # (error_map_candidates.py).
     cfg.MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES = False
-    cfg.MODEL.DIVE.INVERSION.CANDIDATE_THRESHOLD = 0.15
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_THRESHOLDS = (0.15,)
     cfg.MODEL.DIVE.INVERSION.CANDIDATE_NMS_IOU = 0.5
+    # Also cut each part of the map where it narrows (touching objects make one part) and add the pieces' boxes.
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_SPLIT = False
     # Let CUDA run the inversion's convolutions and matrix products in TF32 (PyTorch's cuDNN default): about 20%
     # faster on an H200 but 1.6 AP50 lower on dive_shapes_val (dive_d2/inversion/precision.py). No effect on CPU.
     cfg.MODEL.DIVE.INVERSION.ALLOW_TF32 = False

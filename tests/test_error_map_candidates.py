@@ -1,6 +1,7 @@
 """Extra boxes from the empty layout's error map: the components, adding and suppressing, the config and the
 detector path."""
 
+import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
@@ -8,6 +9,7 @@ from detectron2.config import get_cfg
 from dive_d2 import add_dive_config
 from dive_d2.inversion import BoxClassDecision, ErrorMapCandidates, component_boxes
 from dive_d2.inversion import box_classes as box_classes_module
+from dive_d2.inversion.error_map_candidates import grow_into, split_regions
 
 from .test_box_refinement import blob_map
 from .test_dive_training import make_input
@@ -26,8 +28,66 @@ def test_component_boxes_outline_each_part_above_the_threshold_and_drop_lone_cel
     assert component_boxes(torch.zeros(8, 8), threshold=0.5).shape == (0, 4)
 
 
+def discs(*discs: tuple[float, float, float], size: int = 32) -> np.ndarray:
+    """(size, size) bool: the union of discs given as (row, column, radius) in cells."""
+    rows, columns = np.mgrid[0:size, 0:size]
+    return np.any([(rows - r) ** 2 + (columns - c) ** 2 <= radius**2 for r, c, radius in discs], axis=0)
+
+
+def test_a_part_made_of_two_touching_discs_is_cut_where_it_narrows_and_single_shapes_stay_whole():
+    two = discs((10, 10, 6), (17, 19, 6))
+    pieces = split_regions(two)
+    assert pieces.max() == 2 and ((pieces > 0) == two).all()
+    # Each piece holds one disc's centre and ends at that disc's outline (the cut follows the narrowing).
+    assert pieces[10, 10] != pieces[17, 19]
+    first = np.nonzero(pieces == pieces[10, 10])
+    assert (first[0].min(), first[1].min()) == (4, 4)
+    rows, columns = np.mgrid[0:32, 0:32]
+    square = (rows >= 5) & (rows < 20) & (columns >= 4) & (columns < 19)
+    triangle = (rows >= 5) & (rows < 20) & (np.abs(columns - 15) <= (rows - 5) * 0.5)
+    for shape in (discs((15, 15, 7)), square, triangle):
+        assert split_regions(shape).max() == 1
+        assert ((split_regions(shape) == 1) == shape).all()
+
+
+def test_growing_seeds_through_a_part_takes_the_nearest_seed_and_never_leaves_the_part():
+    part = np.zeros((3, 7), dtype=bool)
+    part[1, :] = True
+    part[0, 6] = True
+    seeds = np.zeros((3, 7), dtype=np.int32)
+    seeds[1, 0], seeds[1, 5] = 1, 2
+    seeds[2, 3] = 3  # outside the part: ignored
+    grown = grow_into(seeds, part)
+    assert grown[1].tolist() == [1, 1, 1, 2, 2, 2, 2]  # column 3 is 3 steps from seed 1 and 2 from seed 2
+    assert grown[0, 6] == 2 and grown[2].tolist() == [0] * 7 and grown[0, :6].tolist() == [0] * 6
+
+
+def test_split_candidates_follow_each_cut_part_with_its_pieces_boxes():
+    error_map = torch.from_numpy(discs((10, 10, 6), (17, 19, 6)).astype(np.float32))
+    whole = torch.tensor([[4, 4, 26, 24]]) / 32
+    assert torch.allclose(component_boxes(error_map, threshold=0.5), whole)
+    split = component_boxes(error_map, threshold=0.5, split=True)
+    assert torch.allclose(split, torch.cat([whole, torch.tensor([[4, 4, 17, 17], [13, 11, 26, 24]]) / 32]))
+    # A part that is not cut adds nothing, and the step itself leaves out a box it already has.
+    single = torch.from_numpy(discs((15, 15, 7)).astype(np.float32))
+    assert len(component_boxes(single, threshold=0.5, split=True)) == 1
+    added = ErrorMapCandidates(thresholds=(0.5,), split=True).add(detections_of([], [], [], size=(32, 32)), error_map)
+    assert added.pred_boxes.tensor.tolist() == (split * 32).tolist()
+
+
+def test_each_level_adds_its_parts_so_a_higher_level_separates_what_a_low_one_joins():
+    error_map = blob_map(blobs=((2, 6, 4, 10), (2, 6, 14, 20)))
+    error_map[3:5, 10:14] = 0.3  # a faint bridge: one part at level 0.2, two parts at 0.5
+    empty = detections_of([], [], [], size=(32, 32))
+    low, both = ErrorMapCandidates(thresholds=(0.2,)), ErrorMapCandidates(thresholds=(0.2, 0.5))
+    assert low.add(empty, error_map).pred_boxes.tensor.tolist() == [[4, 2, 20, 6]]
+    assert both.add(empty, error_map).pred_boxes.tensor.tolist() == [[4, 2, 20, 6], [4, 2, 10, 6], [14, 2, 20, 6]]
+    # A box two levels share is added once.
+    assert len(ErrorMapCandidates(thresholds=(0.5, 0.6)).add(empty, error_map)) == 2
+
+
 def test_added_boxes_are_in_pixels_skip_boxes_already_found_and_wait_for_a_class():
-    candidates = ErrorMapCandidates(threshold=0.5)
+    candidates = ErrorMapCandidates(thresholds=(0.5,))
     # 64 x 128 (height x width) image, 32 x 32 map: a cell is 2 x 4 pixels.
     already = [4 * 4, 2 * 2, 10 * 4, 6 * 2]  # the first blob's box
     found = detections_of([already], [2], [0.7], size=(64, 128))
@@ -61,11 +121,14 @@ def test_config_turns_the_step_on_only_with_the_class_decision():
     with pytest.raises(ValueError, match="needs a RECLASSIFY_SCORE from the error maps"):
         ErrorMapCandidates.from_config(cfg)
     cfg.MODEL.DIVE.INVERSION.RECLASSIFY_SCORE = "explained_share"
-    cfg.MODEL.DIVE.INVERSION.CANDIDATE_THRESHOLD = 0.3
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_THRESHOLDS = (0.3, 0.1)
     step = ErrorMapCandidates.from_config(cfg)
-    assert (step.threshold, step.nms_iou) == (0.3, 0.5)
-    with pytest.raises(ValueError, match="0 < CANDIDATE_THRESHOLD < 1"):
-        ErrorMapCandidates(threshold=1.0)
+    assert (step.thresholds, step.nms_iou, step.split) == ((0.3, 0.1), 0.5, False)
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_SPLIT = True
+    assert ErrorMapCandidates.from_config(cfg).split
+    for levels in ((1.0,), (), (0.2, 0.0)):
+        with pytest.raises(ValueError, match="0 < CANDIDATE_THRESHOLDS < 1"):
+            ErrorMapCandidates(thresholds=levels)
 
 
 def test_the_share_score_weighs_the_explained_fraction_by_the_boxs_share_of_the_map(monkeypatch):

@@ -55,3 +55,31 @@ def test_slice_ap_scores_only_the_images_of_the_slice(tmp_path):
     (tmp_path / "coco_instances_results.json").write_text(json.dumps(detections))
     assert tool.main([str(tmp_path), "--images", "0", "3"])["AP50"] == pytest.approx(
         tool.slice_ap(ground_truth, detections, 0, 3)["AP50"])
+
+
+def test_each_missed_object_is_sorted_by_what_its_best_box_is():
+    import torch
+
+    from dive_d2.evaluation.objects_found import miss_kind
+
+    truth = torch.tensor([[0, 0, 10, 10], [8, 0, 18, 10], [40, 40, 50, 50]], dtype=torch.float32)
+    assert miss_kind(0, truth, torch.tensor([[0, 0, 18, 10]])) == "union with a neighbour"
+    assert miss_kind(2, truth, torch.tensor([[0, 0, 18, 10]])) == "no overlap"
+    assert miss_kind(2, truth, torch.zeros(0, 4)) == "no overlap"
+    assert miss_kind(2, truth, torch.tensor([[40, 40, 45, 45]])) == "part of it"
+    assert miss_kind(2, truth, torch.tensor([[30, 30, 60, 60]])) == "holds it"
+    assert miss_kind(2, truth, torch.tensor([[45, 45, 55, 55]])) == "elsewhere"
+    # The best-overlapping box decides, not the first.
+    assert miss_kind(2, truth, torch.tensor([[0, 0, 18, 10], [40, 40, 45, 45]])) == "part of it"
+
+
+def test_why_missed_counts_only_objects_without_a_box_of_any_class():
+    tool = load_tool("objects_found")
+    ground_truth = {"images": [{"id": 1}], "annotations": [
+        {"image_id": 1, "category_id": 0, "bbox": [0, 0, 10, 10]},
+        {"image_id": 1, "category_id": 1, "bbox": [8, 8, 10, 10]},
+        {"image_id": 1, "category_id": 1, "bbox": [40, 40, 10, 10]}]}
+    detections = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 18, 18], "score": 0.9},
+                  {"image_id": 1, "category_id": 0, "bbox": [40, 40, 10, 10], "score": 0.5}]
+    counts = tool.why_missed(ground_truth, detections, 0.5)
+    assert counts["union with a neighbour"] == 2 and sum(counts.values()) == 2

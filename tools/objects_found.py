@@ -10,6 +10,8 @@ matching; ``dive_d2.evaluation.objects_found``), from the files ``tools/evaluate
     .venv/bin/python tools/objects_found.py output/s14/shifts10x1000_images24_r4 output/s13/plain1000_images24_r4
     .venv/bin/python tools/objects_found.py output/shapes_val_full/inference/dive_shapes_val \
         --iou 0.1 0.3 0.5 0.75 --class-agnostic --size-edges 15 22
+    # why the objects without a box at IoU 0.5 (any class) are missed, by their best box
+    .venv/bin/python tools/objects_found.py output/candidates_shapes_val_cuda/refined --iou 0.5 --why-missed
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 from detectron2.structures import BoxMode
 
-from dive_d2.evaluation.objects_found import found_objects, read_run
+from dive_d2.evaluation.objects_found import MISS_KINDS, found_objects, miss_kind, read_run
 
 
 def xyxy_boxes(xywh: list[list[float]]) -> torch.Tensor:
@@ -72,6 +74,21 @@ def found_by_size(hits: list[tuple[dict, bool]], edges: list[float]) -> list[tup
     return rows
 
 
+def why_missed(ground_truth: dict, detections: list[dict], iou_threshold: float) -> dict[str, int]:
+    """For the objects no detection of any class overlaps at IoU >= ``iou_threshold``: how many of each
+    ``MISS_KINDS`` (dive_d2.evaluation.objects_found.miss_kind)."""
+    counts = dict.fromkeys(MISS_KINDS, 0)
+    for image in ground_truth["images"]:
+        objects = [a for a in ground_truth["annotations"] if a["image_id"] == image["id"]]
+        guesses = xyxy_boxes([d["bbox"] for d in detections if d["image_id"] == image["id"]])
+        truth = xyxy_boxes([a["bbox"] for a in objects])
+        found = found_objects(truth, torch.zeros(len(truth), dtype=torch.int64), guesses,
+                              torch.zeros(len(guesses), dtype=torch.int64), iou_threshold)
+        for index in torch.nonzero(~found).flatten().tolist():
+            counts[miss_kind(index, truth, guesses)] += 1
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="folders written by an evaluation")
@@ -80,10 +97,17 @@ def main() -> None:
                         help="also count objects that a detection of any class overlaps")
     parser.add_argument("--size-edges", nargs="*", type=float, default=[],
                         help="also count per object size range, cut at these sqrt(area) values in pixels")
+    parser.add_argument("--why-missed", action="store_true",
+                        help="sort the objects no box of any class finds by what their best box is instead")
     args = parser.parse_args()
     for folder in args.runs:
         ground_truth, detections = read_run(folder)
         for threshold in args.iou:
+            if args.why_missed:
+                counts = why_missed(ground_truth, detections, threshold)
+                print(f"{folder}: IoU {threshold:g}, {sum(counts.values())} objects without a box (any class); "
+                      "their best box: " + ", ".join(f"{kind} {count}" for kind, count in counts.items()))
+                continue
             for class_agnostic in (False, True) if args.class_agnostic else (False,):
                 hits = hits_per_object(ground_truth, detections, threshold, class_agnostic)
                 which = "any class" if class_agnostic else "same class"

@@ -30,6 +30,36 @@ def found_objects(true_boxes: torch.Tensor, true_classes: torch.Tensor, boxes: t
     return ((overlaps >= iou_threshold) & same_class).any(dim=1)
 
 
+MISS_KINDS = ("union with a neighbour", "part of it", "holds it", "no overlap", "elsewhere")
+
+
+def miss_kind(index: int, true_boxes: torch.Tensor, boxes: torch.Tensor, union_iou: float = 0.6,
+              inside: float = 0.8, no_overlap_iou: float = 0.1) -> str:
+    """Why ground-truth object ``index`` has no good box, judged by its best-overlapping detection (any class):
+    "union with a neighbour" (that box matches the bounding box of the object and another true object at IoU
+    >= ``union_iou``: touching objects boxed together), "no overlap" (IoU < ``no_overlap_iou``), "part of it"
+    (>= ``inside`` of the box's area lies inside the object), "holds it" (>= ``inside`` of the object lies
+    inside the box), else "elsewhere". Boxes: ``true_boxes`` (K, 4) and ``boxes`` (D, 4), XYXY in one unit."""
+    if len(boxes) == 0:
+        return "no overlap"
+    overlaps = pairwise_iou(Boxes(true_boxes[index : index + 1].float()), Boxes(boxes.float()))[0]
+    best = boxes[int(overlaps.argmax())].float()
+    truth = true_boxes[index].float()
+    others = torch.cat([true_boxes[:index], true_boxes[index + 1 :]]).float()
+    if len(others):
+        unions = torch.cat([torch.minimum(others[:, :2], truth[:2]), torch.maximum(others[:, 2:], truth[2:])], dim=1)
+        if pairwise_iou(Boxes(unions), Boxes(best[None])).max() >= union_iou:
+            return "union with a neighbour"
+    if overlaps.max() < no_overlap_iou:
+        return "no overlap"
+    common = (torch.minimum(best[2:], truth[2:]) - torch.maximum(best[:2], truth[:2])).clamp(min=0).prod()
+    if common >= inside * (best[2:] - best[:2]).prod():
+        return "part of it"
+    if common >= inside * (truth[2:] - truth[:2]).prod():
+        return "holds it"
+    return "elsewhere"
+
+
 def is_wrong_layout(true_boxes: torch.Tensor, true_classes: torch.Tensor, boxes: torch.Tensor,
                     classes: torch.Tensor, iou_threshold: float = 0.5) -> bool:
     """Whether a layout is clearly not the truth: it misses a true object (no same-class box at IoU >=

@@ -7,16 +7,26 @@ objects of ``dive_shapes_val`` still have no box at IoU 0.5 (docs/detection.md, 
 map"), while the class decision (``box_classes.py``) is nearly perfect once a box is right: given the
 ground-truth boxes, its classes and scores reach AP 97.0 on images 0-199
 (``tools/refine_cached_detections.py --ground-truth-boxes``). So the step widens the
-set of boxes the decision sees: every 8-connected part of the empty layout's error map above ``threshold``
-times its maximum (the mask ``box_refinement.py`` fits boxes to) whose bounding box is not already a
-detection joins the detections. The class decision then gives each box its class and score from p(x|y),
+set of boxes the decision sees: every 8-connected part of the empty layout's error map above a level times its
+maximum (the mask ``box_refinement.py`` fits boxes to), at each of the configured levels, whose bounding box
+is not already a detection joins the detections. The class decision then gives each box its class and score from p(x|y),
 and ``suppress_overlaps`` keeps, per class, the best-scored of boxes that overlap at IoU above ``nms_iou``
 (the inverted and the component box of one object are usually near-duplicates).
+
+Objects that touch or overlap make one part of the map, whose box is their union: on ``dive_shapes_val``
+(session 29's default) 225 of the 436 objects left without a box at IoU 0.5 have as their best box the union
+box of themselves and a neighbour. Two remedies, both keep the union box as a candidate and let the class
+decision's scores choose: several levels (a higher one separates objects whose faint border a low one joins),
+and ``split``: each part is also cut where it narrows (``split_regions``: the cores left after shrinking it
+until it falls apart, grown back over it breadth first) and every piece's box joins as well.
 
 The map is p(x|y)'s own signal, as in the refinement; no second detector is involved.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -28,35 +38,96 @@ from torchvision.ops import batched_nms
 from .box_refinement import error_mask
 
 
-def component_boxes(error_map: torch.Tensor, threshold: float, min_cells: int = 2) -> torch.Tensor:
+def _label_boxes(labels: np.ndarray, min_cells: int) -> np.ndarray:
+    """(K, 4) XYXY cell-edge boxes of the labels >= 1 of ``labels`` (h, w) with at least ``min_cells`` cells,
+    in label order."""
+    boxes = []
+    for label in range(1, int(labels.max(initial=0)) + 1):
+        rows, columns = np.nonzero(labels == label)
+        if len(rows) >= min_cells:
+            boxes.append([columns.min(), rows.min(), columns.max() + 1, rows.max() + 1])
+    return np.array(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def grow_into(seeds: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """``seeds`` (h, w) int32 labels (0: none) grown over ``part`` (h, w) bool, breadth first through
+    8-neighbours: each cell of the part takes the label of the seed it is fewest steps from (ties: the seed
+    reached first in row-major order). Cells outside the part, or not reachable in it, stay 0."""
+    labels = np.where(part, seeds, 0).astype(np.int32)
+    height, width = labels.shape
+    queue = deque(zip(*np.nonzero(labels), strict=True))
+    while queue:
+        row, column = queue.popleft()
+        for d_row in (-1, 0, 1):
+            for d_column in (-1, 0, 1):
+                r, c = row + d_row, column + d_column
+                if 0 <= r < height and 0 <= c < width and part[r, c] and labels[r, c] == 0:
+                    labels[r, c] = labels[row, column]
+                    queue.append((r, c))
+    return labels
+
+
+def split_regions(part: np.ndarray) -> np.ndarray:
+    """(h, w) int32 labels 1..R of the pieces of one 8-connected part ``part`` (h, w) bool, 0 outside it.
+
+    The part is shrunk, one cell of distance to its edge (L2) at a time, until its core falls apart into
+    several pieces; each core then grows back over the part (``grow_into``), so the cut runs where the part
+    narrows. A part that never falls apart is one piece (label 1)."""
+    cells = part.astype(np.uint8)
+    distance = cv2.distanceTransform(np.pad(cells, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    for radius in range(1, int(distance.max())):
+        count, cores = cv2.connectedComponents((distance > radius).astype(np.uint8), connectivity=8)
+        if count > 2:  # label 0 is everything outside the cores
+            break
+    else:
+        return cells.astype(np.int32)
+    return grow_into(cores.astype(np.int32), part)
+
+
+def component_boxes(error_map: torch.Tensor, threshold: float, min_cells: int = 2, split: bool = False
+                    ) -> torch.Tensor:
     """(K, 4) float32 bounding boxes, XYXY normalised to [0, 1] on cell edges, of the 8-connected parts of
     ``error_map`` (h, w) above ``threshold`` times its maximum that hold at least ``min_cells`` cells (a lone
-    cell is noise), in the order OpenCV labels them (row-major by first cell). (0, 4) for a map without a
-    positive value."""
+    cell is noise), in the order OpenCV labels them (row-major by first cell). With ``split``, each part that
+    ``split_regions`` cuts is followed by its pieces' boxes (pieces of at least ``min_cells`` cells). (0, 4)
+    for a map without a positive value."""
     mask = error_mask(error_map, threshold)
     height, width = mask.shape
-    _, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    parts = stats[1:][stats[1:, cv2.CC_STAT_AREA] >= min_cells]  # label 0 is the background
-    left, top = parts[:, cv2.CC_STAT_LEFT], parts[:, cv2.CC_STAT_TOP]
-    boxes = np.stack([left, top, left + parts[:, cv2.CC_STAT_WIDTH], top + parts[:, cv2.CC_STAT_HEIGHT]], axis=1)
-    return torch.from_numpy(boxes / np.array([width, height, width, height])).float().reshape(-1, 4)
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    boxes = []
+    for label in range(1, count):
+        part = labels == label
+        if part.sum() < min_cells:
+            continue
+        boxes.append(_label_boxes(part.astype(np.int32), min_cells))
+        if split:
+            pieces = split_regions(part)
+            if pieces.max() > 1:
+                boxes.append(_label_boxes(pieces, min_cells))
+    found = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+    return torch.from_numpy(found / np.array([width, height, width, height])).float().reshape(-1, 4)
 
 
 class ErrorMapCandidates:
     """Adds the error map's component boxes to the detections and, after the class decision, suppresses
     overlapping boxes of a class; see the module docstring."""
 
-    def __init__(self, threshold: float = 0.15, nms_iou: float = 0.5):
+    def __init__(self, thresholds: Sequence[float] = (0.15,), nms_iou: float = 0.5, split: bool = False):
         """
         Args:
-            threshold: a cell belongs to the mask when its error exceeds threshold x the map's maximum; in (0, 1).
+            thresholds: the mask's levels; at level t a cell belongs to the mask when its error exceeds t x the
+                map's maximum; each in (0, 1). Every level's parts join (a low level outlines whole objects, a
+                higher one separates objects that a low level joins).
             nms_iou: of two boxes of the same class with IoU above this, the lower-scored is dropped; in (0, 1].
+            split: also add the boxes of the pieces of each part cut where it narrows (``split_regions``).
         """
-        if not 0.0 < threshold < 1.0 or not 0.0 < nms_iou <= 1.0:
-            raise ValueError("ErrorMapCandidates: need 0 < CANDIDATE_THRESHOLD < 1 and 0 < CANDIDATE_NMS_IOU <= 1; "
-                             f"got {threshold}, {nms_iou}")
-        self.threshold = threshold
+        thresholds = tuple(float(level) for level in thresholds)
+        if not thresholds or not all(0.0 < level < 1.0 for level in thresholds) or not 0.0 < nms_iou <= 1.0:
+            raise ValueError("ErrorMapCandidates: need one or more levels 0 < CANDIDATE_THRESHOLDS < 1 and "
+                             f"0 < CANDIDATE_NMS_IOU <= 1; got {thresholds}, {nms_iou}")
+        self.thresholds = thresholds
         self.nms_iou = nms_iou
+        self.split = split
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> ErrorMapCandidates | None:
@@ -71,11 +142,11 @@ class ErrorMapCandidates:
             raise ValueError("MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES needs a RECLASSIFY_SCORE from the error maps "
                              "('explained_share' or 'explained'): with 'layout' its boxes, which no layout holds, "
                              "would all score 0")
-        return cls(inversion.CANDIDATE_THRESHOLD, inversion.CANDIDATE_NMS_IOU)
+        return cls(inversion.CANDIDATE_THRESHOLDS, inversion.CANDIDATE_NMS_IOU, inversion.CANDIDATE_SPLIT)
 
     def add(self, detections: Instances, error_map: torch.Tensor) -> Instances:
-        """The detections followed by the map's component boxes that are not already among them (class 0 and
-        score 0 until the class decision sets both).
+        """The detections followed by the map's component boxes at each level, level by level, that are not
+        already among them (class 0 and score 0 until the class decision sets both).
 
         Args:
             detections: Instances with ``pred_boxes`` (XYXY, pixels of ``detections.image_size``), ``scores``,
@@ -87,10 +158,15 @@ class ErrorMapCandidates:
         height, width = detections.image_size
         device = detections.scores.device
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        found = component_boxes(error_map, self.threshold) * scale
+        found = torch.cat([component_boxes(error_map, level, split=self.split) for level in self.thresholds])
+        found = found * scale
         present = {tuple(box) for box in detections.pred_boxes.tensor.detach().cpu().tolist()}
-        extra = torch.tensor([box for box in found.tolist() if tuple(box) not in present],
-                             dtype=torch.float32).reshape(-1, 4)
+        extra = []
+        for box in found.tolist():  # a cut, or another level, can repeat a box
+            if tuple(box) not in present:
+                present.add(tuple(box))
+                extra.append(box)
+        extra = torch.tensor(extra, dtype=torch.float32).reshape(-1, 4)
         candidates = Instances(detections.image_size)
         candidates.pred_boxes = Boxes(extra.to(device))
         candidates.scores = torch.zeros(len(extra), device=device)
