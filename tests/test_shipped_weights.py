@@ -54,14 +54,13 @@ def test_shipped_dive_pair_prefers_the_true_layout(benchmark):
 
 
 def test_shipped_dive_reaches_its_ap50_floor(tmp_path):
-    """DIVE (the default box inversion, best of 4 runs of 100 steps, boxes fitted to the error map) on the
-    first 8 val images through COCOEvaluator, as `make main` runs it. Measured: AP50 26.7 (README,
-    "Results"; session 27); the inverted boxes alone gave 8.5, one run of up to 300
-    steps, the default before, gave 12.2, and 1.5 and 8.7 with inversion seeds 1 and 2. A float path that
-    differs on another CPU can move it as much as a seed, so the floor 1.0 sits below all of these and
-    still demands a true positive. DIVE does not detect well yet: this guards the detections that exist
-    against regressions (seeds, scoring, decoding), not a useful detector. About 5 minutes on 2 CPU
-    cores."""
+    """DIVE with the shipped default on the first 8 val images through COCOEvaluator, as `make main` runs it.
+    Measured (README, "Results"): AP50 70.2 (session 30's default), 70.9 (session 29's), 62.4 (session 28's);
+    the inversion alone gave 8.5, and inversion seeds moved that by up to 7 points. Since session 29 most true
+    positives come from the error map's boxes, which do not depend on the inversion's seed, so the floor 40
+    leaves a margin of 30 points for a float path that differs on another CPU and still fails when a step after
+    the inversion stops working (without the class decision and the candidates: 26.7). About 5 minutes on 2
+    CPU cores."""
     config = os.path.join(REPO_ROOT, "configs", "shapes", "dive.yaml")
     train_net, cfg = setup_cfg(config, "--eval-only", "MODEL.DEVICE", "cpu", "DATASETS.TEST_LIMIT", "8",
                                "MODEL.WEIGHTS", os.path.join(REPO_ROOT, "weights", "shapes", "dive.pth"),
@@ -69,5 +68,5 @@ def test_shipped_dive_reaches_its_ap50_floor(tmp_path):
     model = train_net.Trainer.build_model(cfg)
     train_net.DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     results = train_net.Trainer.test(cfg, model)
-    assert results["bbox"]["AP50"] >= 1.0, results["bbox"]
+    assert results["bbox"]["AP50"] >= 40.0, results["bbox"]
     assert results["inversion"]["mean_stop_step"] <= cfg.MODEL.DIVE.INVERSION.MAX_STEPS
