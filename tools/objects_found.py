@@ -17,6 +17,8 @@ matching; ``dive_d2.evaluation.objects_found``), from the files ``tools/evaluate
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -30,6 +32,17 @@ def xyxy_boxes(xywh: list[list[float]]) -> torch.Tensor:
     return BoxMode.convert(torch.tensor(xywh, dtype=torch.float32).reshape(-1, 4), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
 
 
+def per_image(ground_truth: dict, detections: list[dict]) -> Iterator[tuple[list[dict], list[dict]]]:
+    """(annotations, detections) of each image of the COCO ``ground_truth``, in its image order."""
+    objects, guesses = defaultdict(list), defaultdict(list)
+    for annotation in ground_truth["annotations"]:
+        objects[annotation["image_id"]].append(annotation)
+    for detection in detections:
+        guesses[detection["image_id"]].append(detection)
+    for image in ground_truth["images"]:
+        yield objects[image["id"]], guesses[image["id"]]
+
+
 def hits_per_object(ground_truth: dict, detections: list[dict], iou_threshold: float,
                     class_agnostic: bool = False) -> list[tuple[dict, bool]]:
     """Each annotation of the COCO ``ground_truth`` with whether some detection on its image overlaps it at
@@ -39,9 +52,7 @@ def hits_per_object(ground_truth: dict, detections: list[dict], iou_threshold: f
         return torch.tensor([0 if class_agnostic else item["category_id"] for item in items], dtype=torch.int64)
 
     hits = []
-    for image in ground_truth["images"]:
-        objects = [a for a in ground_truth["annotations"] if a["image_id"] == image["id"]]
-        guesses = [d for d in detections if d["image_id"] == image["id"]]
+    for objects, guesses in per_image(ground_truth, detections):
         found = found_objects(xyxy_boxes([a["bbox"] for a in objects]), classes(objects),
                               xyxy_boxes([d["bbox"] for d in guesses]), classes(guesses), iou_threshold)
         hits.extend(zip(objects, found.tolist(), strict=True))
@@ -78,9 +89,8 @@ def why_missed(ground_truth: dict, detections: list[dict], iou_threshold: float)
     """For the objects no detection of any class overlaps at IoU >= ``iou_threshold``: how many of each
     ``MISS_KINDS`` (dive_d2.evaluation.objects_found.miss_kind)."""
     counts = dict.fromkeys(MISS_KINDS, 0)
-    for image in ground_truth["images"]:
-        objects = [a for a in ground_truth["annotations"] if a["image_id"] == image["id"]]
-        guesses = xyxy_boxes([d["bbox"] for d in detections if d["image_id"] == image["id"]])
+    for objects, guessed in per_image(ground_truth, detections):
+        guesses = xyxy_boxes([d["bbox"] for d in guessed])
         truth = xyxy_boxes([a["bbox"] for a in objects])
         found = found_objects(truth, torch.zeros(len(truth), dtype=torch.int64), guesses,
                               torch.zeros(len(guesses), dtype=torch.int64), iou_threshold)

@@ -93,15 +93,15 @@ def component_boxes(error_map: torch.Tensor, threshold: float, min_cells: int = 
     for a map without a positive value."""
     mask = error_mask(error_map, threshold)
     height, width = mask.shape
-    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     boxes = []
-    for label in range(1, count):
-        part = labels == label
-        if part.sum() < min_cells:
+    for label in range(1, count):  # label 0 is the background
+        left, top, box_width, box_height, area = stats[label]
+        if area < min_cells:
             continue
-        boxes.append(_label_boxes(part.astype(np.int32), min_cells))
+        boxes.append(np.array([[left, top, left + box_width, top + box_height]], dtype=np.float64))
         if split:
-            pieces = split_regions(part)
+            pieces = split_regions(labels == label)
             if pieces.max() > 1:
                 boxes.append(_label_boxes(pieces, min_cells))
     found = np.concatenate(boxes) if boxes else np.zeros((0, 4))
