@@ -184,7 +184,8 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.RECLASSIFY_BOXES = False
     # The score of a reclassified box: "layout" keeps SCORE's; "explained" is the fraction of the box's empty-layout
     # denoising error that its single-object layout explains; "explained_share" multiplies that by the square root
-    # of the box's share of the whole map's empty-layout error (box_classes.py).
+    # of the box's share of the whole map's empty-layout error; "explained_marginal" ranks the boxes greedily, the
+    # share counting only the error no box ranked before explains better (box_classes.py).
     cfg.MODEL.DIVE.INVERSION.RECLASSIFY_SCORE = "layout"
     # Not in the paper: before the class decision (needs RECLASSIFY_BOXES), add the bounding boxes of the 8-connected
     # parts of the empty layout's error map above each level of CANDIDATE_THRESHOLDS x its maximum as extra boxes;

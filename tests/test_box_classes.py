@@ -6,7 +6,7 @@ import torch
 
 from dive_d2.inversion import BoxClassDecision
 from dive_d2.inversion import box_classes as box_classes_module
-from dive_d2.inversion.box_classes import errors_inside_boxes
+from dive_d2.inversion.box_classes import errors_inside_boxes, greedy_marginal_scores
 
 from .test_dive_training import make_input
 from .test_inversion import detections_of, tiny_model
@@ -119,3 +119,43 @@ def test_the_explained_score_is_the_fraction_of_the_boxs_empty_layout_error_its_
         BoxClassDecision("explained")(model, torch.zeros(1, 3, 16, 16), found, *pairs)
     with pytest.raises(ValueError, match="score must be one of"):
         BoxClassDecision("likelihood")
+
+
+def test_marginal_scores_rank_greedily_and_give_nothing_to_a_box_whose_cells_are_explained_already():
+    explained = torch.zeros(4, 4, 4)
+    explained[0, 0:2, 0:2] = 1.0  # a whole object: 4 cells
+    explained[1, 0:2, 0:1] = 1.0  # a part of it: 2 of those cells, explained no better
+    explained[2, 3, 0:3] = 1.0  # another object: 3 cells
+    explained[3, 0:2, 0:2] = 0.5  # the first object again, explained half as well...
+    explained[3, 2, 3] = 1.0  # ...plus one cell nothing else explains
+    fractions = torch.tensor([1.0, 1.0, 0.5, 1.0])
+    scores = greedy_marginal_scores(fractions, explained, torch.tensor(10.0))
+    # Ranked: 0 (sqrt .4), 3 (sqrt .1: only its own cell counts), 2 (.5 sqrt .3), 1 (0).
+    assert scores.tolist() == pytest.approx([0.4**0.5, 0.0, 0.5 * 0.3**0.5, 0.1**0.5])
+    assert greedy_marginal_scores(fractions, explained, torch.tensor(0.0)).tolist() == [0.0] * 4
+    assert len(greedy_marginal_scores(torch.zeros(0), torch.zeros(0, 4, 4), torch.tensor(1.0))) == 0
+
+
+def test_the_marginal_score_drops_a_part_box_that_the_share_score_ranks_high(monkeypatch):
+    model = tiny_model()
+    # 64 x 64 image, 16 x 16 cells: box 1 is the left half of box 0; box 2 elsewhere.
+    found = detections_of([[0, 0, 32, 32], [0, 0, 16, 32], [40, 40, 64, 64]], [0, 0, 0], [0.9, 0.8, 0.7])
+    empty_map = torch.zeros(16, 16)
+    empty_map[0:8, 0:8] = 1.0
+    empty_map[10:16, 10:16] = 1.0
+    monkeypatch.setattr(box_classes_module, "layout_error_maps",
+                        lambda model, latents, layouts, *pairs: torch.zeros(len(layouts), 16, 16))
+    pairs = (torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, 16, 16))
+    share = BoxClassDecision("explained_share")(model, torch.zeros(1, 3, 16, 16), found, *pairs, empty_map)
+    marginal = BoxClassDecision("explained_marginal")(model, torch.zeros(1, 3, 16, 16), found, *pairs, empty_map)
+    total = 64.0 + 36.0
+
+    def score_by_box(detections):
+        return {tuple(box): score for box, score in zip(detections.pred_boxes.tensor.tolist(),
+                                                        detections.scores.tolist(), strict=True)}
+
+    assert score_by_box(share) == pytest.approx({(0, 0, 32, 32): (64 / total) ** 0.5,
+                                                 (0, 0, 16, 32): (32 / total) ** 0.5,
+                                                 (40, 40, 64, 64): (36 / total) ** 0.5})
+    assert score_by_box(marginal) == pytest.approx({(0, 0, 32, 32): (64 / total) ** 0.5, (0, 0, 16, 32): 0.0,
+                                                    (40, 40, 64, 64): (36 / total) ** 0.5})

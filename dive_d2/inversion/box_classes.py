@@ -20,6 +20,11 @@ without a cell scores 0. ``"layout"`` keeps the inverted layout's score (``MODEL
 map's empty-layout error: a small box around a little noise can be explained almost entirely, and once the
 error map's own parts join the boxes (``error_map_candidates.py``) such boxes are many; weighting by the share
 ranks first the boxes that hold much of what the empty layout leaves unexplained.
+``"explained_marginal"`` ranks the boxes greedily by the same product, with the share counting only the error
+that no box ranked before explains better: each box explains, per cell inside it, the empty-layout error minus
+its single-object layout's error (at least 0); a set of boxes explains per cell the most any of them does. A
+box that is part of a better-explained object, or holds one already ranked, adds little and drops in the ranking
+(a set-cover view of the layout; the scores are non-increasing in the greedy order).
 
 Measured (session 28, nothing tuned; docs/detection.md, "Choosing each box's class"): on the whole
 ``dive_shapes_val`` AP / AP50 / AP75 8.3 / 16.2 / 7.9 -> 16.0 / 32.6 / 14.4, objects found with their class at
@@ -52,7 +57,37 @@ def errors_inside_boxes(error_maps: torch.Tensor, boxes: torch.Tensor) -> torch.
     return torch.stack(sums) if sums else error_maps.new_zeros((0, error_maps.shape[1]))
 
 
-BOX_SCORES = ("layout", "explained", "explained_share")
+def greedy_marginal_scores(fractions: torch.Tensor, explained_cells: torch.Tensor, total_error: torch.Tensor
+                           ) -> torch.Tensor:
+    """(K,) scores fraction_k * sqrt(marginal share_k), the marginal share taken in greedy order.
+
+    Args:
+        fractions: (K,) in [0, 1], how much of its box's empty-layout error each detection's object explains.
+        explained_cells: (K, h, w) >= 0, the error each detection explains per latent cell (0 outside its box).
+        total_error: scalar, the whole empty-layout error map's sum (the share's denominator).
+
+    At each step every unranked detection's marginal share is the error it explains beyond the per-cell
+    maximum of the detections ranked so far, over ``total_error``; the best-scored is ranked next and keeps that
+    score. Scores are therefore non-increasing in the ranking order; a detection whose cells are all explained
+    at least as well already scores 0.
+    """
+    count = len(fractions)
+    scores = torch.zeros(count, dtype=fractions.dtype)
+    if count == 0 or not total_error > 0:
+        return scores
+    covered = torch.zeros_like(explained_cells[0])
+    unranked = torch.ones(count, dtype=torch.bool)
+    for _ in range(count):
+        gains = (explained_cells - covered).clamp(min=0.0).sum(dim=(1, 2)) / total_error
+        candidates = torch.where(unranked, fractions * gains.clamp(0.0, 1.0).sqrt(), torch.tensor(-1.0))
+        best = int(candidates.argmax())
+        scores[best] = candidates[best]
+        unranked[best] = False
+        covered = torch.maximum(covered, explained_cells[best])
+    return scores
+
+
+BOX_SCORES = ("layout", "explained", "explained_share", "explained_marginal")
 
 
 class BoxClassDecision:
@@ -63,7 +98,9 @@ class BoxClassDecision:
         Args:
             score: "layout" keeps each detection's score; "explained" replaces it by the fraction of the box's
                 empty-layout error that the chosen single-object layout explains; "explained_share" multiplies
-                that by the square root of the box's share of the whole map's empty-layout error.
+                that by the square root of the box's share of the whole map's empty-layout error;
+                "explained_marginal" counts in that share only what boxes ranked before do not explain
+                (``greedy_marginal_scores``).
         """
         if score not in BOX_SCORES:
             raise ValueError(f"BoxClassDecision: score must be one of {BOX_SCORES}, got {score!r}")
@@ -113,5 +150,11 @@ class BoxClassDecision:
             scores = torch.where(without_cells | ~(unexplained > 0), torch.zeros_like(fraction), fraction)
             if self.score == "explained_share":
                 scores = scores * (unexplained / empty.sum()).clamp(0.0, 1.0).sqrt()
+            elif self.score == "explained_marginal":
+                chosen_maps = maps.cpu().view(len(boxes), num_classes, *maps.shape[-2:])[torch.arange(len(boxes)),
+                                                                                         decided]
+                inside = torch.stack([box_mask(box[None], *empty.shape) for box in boxes / scale]).to(empty.dtype)
+                explained_cells = (empty[None] - chosen_maps).clamp(min=0.0) * inside
+                scores = greedy_marginal_scores(scores, explained_cells, empty.sum())
         return merge_equal_detections(boxes.tolist(), decided.tolist(), scores.tolist(), detections.image_size,
                                       detections.scores.device)
