@@ -140,8 +140,8 @@ class ErrorMapCandidates:
                              "get their classes and scores from the class decision")
         if inversion.RECLASSIFY_SCORE == "layout":
             raise ValueError("MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES needs a RECLASSIFY_SCORE from the error maps "
-                             "('explained_marginal', 'explained_share' or 'explained'): with 'layout' its boxes, which no layout holds, "
-                             "would all score 0")
+                             "('explained_marginal', 'explained_share' or 'explained'): with 'layout' its boxes, "
+                             "which no layout holds, would all score 0")
         return cls(inversion.CANDIDATE_THRESHOLDS, inversion.CANDIDATE_NMS_IOU, inversion.CANDIDATE_SPLIT)
 
     def add(self, detections: Instances, error_map: torch.Tensor) -> Instances:
