@@ -196,6 +196,10 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.CANDIDATE_NMS_IOU = 0.5
     # Also cut each part of the map where it narrows (touching objects make one part) and add the pieces' boxes.
     cfg.MODEL.DIVE.INVERSION.CANDIDATE_SPLIT = False
+    # Also add, at each level, the boxes of the regions the mask encloses (the map marks outlines, so overlapping
+    # objects that make one part still enclose regions of their own), grown by CANDIDATE_HOLE_MARGIN latent cells.
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_HOLES = False
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_HOLE_MARGIN = 2
     # Let CUDA run the inversion's convolutions and matrix products in TF32 (PyTorch's cuDNN default): about 20%
     # faster on an H200 but 1.6 AP50 lower on dive_shapes_val (dive_d2/inversion/precision.py). No effect on CPU.
     cfg.MODEL.DIVE.INVERSION.ALLOW_TF32 = False

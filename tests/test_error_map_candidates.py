@@ -9,7 +9,7 @@ from detectron2.config import get_cfg
 from dive_d2 import add_dive_config
 from dive_d2.inversion import BoxClassDecision, ErrorMapCandidates, component_boxes
 from dive_d2.inversion import box_classes as box_classes_module
-from dive_d2.inversion.error_map_candidates import grow_into, split_regions
+from dive_d2.inversion.error_map_candidates import enclosed_boxes, grow_into, split_regions
 
 from .test_box_refinement import blob_map
 from .test_dive_training import make_input
@@ -86,6 +86,52 @@ def test_each_level_adds_its_parts_so_a_higher_level_separates_what_a_low_one_jo
     assert len(ErrorMapCandidates(thresholds=(0.5, 0.6)).add(empty, error_map)) == 2
 
 
+def outline_map(*squares: tuple[int, int, int, int], size: int = 32) -> torch.Tensor:
+    """(size, size) error map: 1.0 on the one-cell outline of each square (row0, column0, row1, column1),
+    cells row0..row1 and column0..column1 inclusive; small noise elsewhere."""
+    error_map = torch.full((size, size), 0.01)
+    for row0, column0, row1, column1 in squares:
+        error_map[row0, column0 : column1 + 1] = error_map[row1, column0 : column1 + 1] = 1.0
+        error_map[row0 : row1 + 1, column0] = error_map[row0 : row1 + 1, column1] = 1.0
+    return error_map
+
+
+def test_enclosed_regions_of_overlapping_outlines_each_give_a_box_grown_by_the_margin():
+    # Two overlapping outlines make one part, whose box is their union, but they enclose three regions: the
+    # first square's own interior, the overlap, the second's own.
+    error_map = outline_map((4, 4, 14, 14), (10, 10, 20, 20))
+    assert torch.allclose(component_boxes(error_map, 0.5), torch.tensor([[4, 4, 21, 21]]) / 32)
+    interiors = enclosed_boxes(error_map, 0.5, margin=0) * 32
+    assert sorted(interiors.tolist()) == sorted([[5, 5, 14, 14], [11, 11, 14, 14], [11, 11, 20, 20]])
+    grown = enclosed_boxes(error_map, 0.5, margin=1) * 32
+    assert [4, 4, 15, 15] in grown.tolist() and [10, 10, 21, 21] in grown.tolist()
+    # Margins stop at the map's edges.
+    assert (enclosed_boxes(error_map, 0.5, margin=40) * 32).tolist()[0] == [0, 0, 32, 32]
+
+
+def test_a_one_cell_gap_does_not_open_an_outline_and_open_regions_are_not_enclosed():
+    error_map = outline_map((4, 4, 14, 14))
+    error_map[4, 9] = 0.01  # a gap in the top edge
+    assert (enclosed_boxes(error_map, 0.5, margin=0) * 32).tolist() == [[5, 5, 14, 14]]
+    error_map[4, 8:11] = 0.01  # three cells: the interior joins the outside
+    assert enclosed_boxes(error_map, 0.5).shape == (0, 4)
+    # An outline against the map's edge encloses nothing: the region inside touches the edge.
+    assert enclosed_boxes(outline_map((0, 0, 10, 10))[1:, 1:], 0.5).shape == (0, 4)
+    assert enclosed_boxes(torch.zeros(8, 8), 0.5).shape == (0, 4)
+
+
+def test_holes_join_the_candidates_at_each_level():
+    error_map = outline_map((4, 4, 14, 14), (10, 10, 20, 20))
+    empty = detections_of([], [], [], size=(32, 32))
+    without = ErrorMapCandidates(thresholds=(0.5,)).add(empty, error_map).pred_boxes.tensor.tolist()
+    with_holes = ErrorMapCandidates(thresholds=(0.5,), holes=True, hole_margin=1).add(empty, error_map)
+    assert without == [[4, 4, 21, 21]]
+    assert with_holes.pred_boxes.tensor.tolist()[0] == [4, 4, 21, 21] and len(with_holes) == 4
+    assert [4, 4, 15, 15] in with_holes.pred_boxes.tensor.tolist()
+    with pytest.raises(ValueError, match="CANDIDATE_HOLE_MARGIN must be >= 0 cells, got -1"):
+        ErrorMapCandidates(holes=True, hole_margin=-1)
+
+
 def test_added_boxes_are_in_pixels_skip_boxes_already_found_and_wait_for_a_class():
     candidates = ErrorMapCandidates(thresholds=(0.5,))
     # 64 x 128 (height x width) image, 32 x 32 map: a cell is 2 x 4 pixels.
@@ -126,6 +172,11 @@ def test_config_turns_the_step_on_only_with_the_class_decision():
     assert (step.thresholds, step.nms_iou, step.split) == ((0.3, 0.1), 0.5, False)
     cfg.MODEL.DIVE.INVERSION.CANDIDATE_SPLIT = True
     assert ErrorMapCandidates.from_config(cfg).split
+    assert not step.holes and step.hole_margin == 2
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_HOLES = True
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_HOLE_MARGIN = 1
+    step = ErrorMapCandidates.from_config(cfg)
+    assert step.holes and step.hole_margin == 1
     for levels in ((1.0,), (), (0.2, 0.0)):
         with pytest.raises(ValueError, match="0 < CANDIDATE_THRESHOLDS < 1"):
             ErrorMapCandidates(thresholds=levels)

@@ -20,6 +20,12 @@ decision's scores choose: several levels (a higher one separates objects whose f
 and ``split``: each part is also cut where it narrows (``split_regions``: the cores left after shrinking it
 until it falls apart, grown back over it breadth first) and every piece's box joins as well.
 
+``holes`` (session 31): the map marks outlines (p(x|y) without a layout cannot denoise an object's edges; a
+flat interior it can), so two overlapping objects make one part whose cut does not narrow, but each still
+encloses low-error regions of its own. ``enclosed_boxes`` adds the box of every region the mask encloses (after
+closing one-cell gaps in the outlines), grown by the outline's width: on ``dive_shapes_val`` images 0-99 these
+boxes (0.6 per image) give 15 of the 38 objects left without any box at IoU 0.5 one.
+
 The map is p(x|y)'s own signal, as in the refinement; no second detector is involved.
 """
 
@@ -108,11 +114,36 @@ def component_boxes(error_map: torch.Tensor, threshold: float, min_cells: int = 
     return torch.from_numpy(found / np.array([width, height, width, height])).float().reshape(-1, 4)
 
 
+def enclosed_boxes(error_map: torch.Tensor, threshold: float, margin: int = 2, min_cells: int = 2) -> torch.Tensor:
+    """(K, 4) float32 boxes, XYXY normalised to [0, 1] on cell edges, of the regions that the mask of
+    ``error_map`` (h, w) above ``threshold`` times its maximum encloses, in OpenCV's label order.
+
+    The mask is first closed with a 3x3 kernel (a one-cell gap does not open an outline); a region is a
+    4-connected part of the cells outside the closed mask that touches no edge of the map and holds at least
+    ``min_cells`` cells. Each region's box grows by ``margin`` cells on every side (the outline around it),
+    clipped to the map. (0, 4) for a map without a positive value."""
+    mask = error_mask(error_map, threshold).astype(np.uint8)
+    height, width = mask.shape
+    closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(1 - closed, connectivity=4)
+    boxes = []
+    for label in range(1, count):
+        left, top, box_width, box_height, area = stats[label]
+        touches_edge = left == 0 or top == 0 or left + box_width == width or top + box_height == height
+        if area < min_cells or touches_edge:
+            continue
+        boxes.append([max(0, left - margin), max(0, top - margin), min(width, left + box_width + margin),
+                      min(height, top + box_height + margin)])
+    found = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    return torch.from_numpy(found / np.array([width, height, width, height])).float()
+
+
 class ErrorMapCandidates:
     """Adds the error map's component boxes to the detections and, after the class decision, suppresses
     overlapping boxes of a class; see the module docstring."""
 
-    def __init__(self, thresholds: Sequence[float] = (0.15,), nms_iou: float = 0.5, split: bool = False):
+    def __init__(self, thresholds: Sequence[float] = (0.15,), nms_iou: float = 0.5, split: bool = False,
+                 holes: bool = False, hole_margin: int = 2):
         """
         Args:
             thresholds: the mask's levels; at level t a cell belongs to the mask when its error exceeds t x the
@@ -120,14 +151,20 @@ class ErrorMapCandidates:
                 higher one separates objects that a low level joins).
             nms_iou: of two boxes of the same class with IoU above this, the lower-scored is dropped; in (0, 1].
             split: also add the boxes of the pieces of each part cut where it narrows (``split_regions``).
+            holes: also add, at each level, the boxes of the regions the mask encloses (``enclosed_boxes``),
+                grown by ``hole_margin`` cells (>= 0) on every side.
         """
         thresholds = tuple(float(level) for level in thresholds)
         if not thresholds or not all(0.0 < level < 1.0 for level in thresholds) or not 0.0 < nms_iou <= 1.0:
             raise ValueError("ErrorMapCandidates: need one or more levels 0 < CANDIDATE_THRESHOLDS < 1 and "
                              f"0 < CANDIDATE_NMS_IOU <= 1; got {thresholds}, {nms_iou}")
+        if hole_margin < 0:
+            raise ValueError(f"ErrorMapCandidates: CANDIDATE_HOLE_MARGIN must be >= 0 cells, got {hole_margin}")
         self.thresholds = thresholds
         self.nms_iou = nms_iou
         self.split = split
+        self.holes = holes
+        self.hole_margin = int(hole_margin)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> ErrorMapCandidates | None:
@@ -142,11 +179,13 @@ class ErrorMapCandidates:
             raise ValueError("MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES needs a RECLASSIFY_SCORE from the error maps "
                              "('explained_marginal', 'explained_share' or 'explained'): with 'layout' its boxes, "
                              "which no layout holds, would all score 0")
-        return cls(inversion.CANDIDATE_THRESHOLDS, inversion.CANDIDATE_NMS_IOU, inversion.CANDIDATE_SPLIT)
+        return cls(inversion.CANDIDATE_THRESHOLDS, inversion.CANDIDATE_NMS_IOU, inversion.CANDIDATE_SPLIT,
+                   inversion.CANDIDATE_HOLES, inversion.CANDIDATE_HOLE_MARGIN)
 
     def add(self, detections: Instances, error_map: torch.Tensor) -> Instances:
-        """The detections followed by the map's component boxes at each level, level by level, that are not
-        already among them (class 0 and score 0 until the class decision sets both).
+        """The detections followed by the map's component boxes (and, with ``holes``, its enclosed regions'
+        boxes) at each level, level by level, that are not already among them (class 0 and score 0 until the
+        class decision sets both).
 
         Args:
             detections: Instances with ``pred_boxes`` (XYXY, pixels of ``detections.image_size``), ``scores``,
@@ -158,7 +197,12 @@ class ErrorMapCandidates:
         height, width = detections.image_size
         device = detections.scores.device
         scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        found = torch.cat([component_boxes(error_map, level, split=self.split) for level in self.thresholds])
+        found = []
+        for level in self.thresholds:
+            found.append(component_boxes(error_map, level, split=self.split))
+            if self.holes:
+                found.append(enclosed_boxes(error_map, level, self.hole_margin))
+        found = torch.cat(found)
         found = found * scale
         present = {tuple(box) for box in detections.pred_boxes.tensor.detach().cpu().tolist()}
         extra = []
