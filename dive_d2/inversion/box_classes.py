@@ -137,23 +137,23 @@ class BoxClassDecision:
         layouts = torch.stack([tokenizer.encode(box[None], candidate[None], height, width)
                                for box in boxes for candidate in candidates]).to(latents.device)
         maps = layout_error_maps(model, latents.expand(len(layouts), -1, -1, -1), layouts, timesteps, noise)
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-        errors = errors_inside_boxes(maps.cpu().view(len(boxes), num_classes, *maps.shape[-2:]), boxes / scale)
+        class_maps = maps.cpu().view(len(boxes), num_classes, *maps.shape[-2:])  # (K, classes, h, w)
+        normalised = boxes / torch.tensor([width, height, width, height], dtype=torch.float32)
+        errors = errors_inside_boxes(class_maps, normalised)
         without_cells = errors.isnan().any(dim=1)
         decided = torch.where(without_cells, classes, errors.nan_to_num(0.0).argmin(dim=1))
         scores = detections.scores.detach().cpu()
         if self.score != "layout":
             empty = empty_map.detach().cpu()
-            unexplained = errors_inside_boxes(empty[None, None].expand(len(boxes), 1, -1, -1), boxes / scale)[:, 0]
+            unexplained = errors_inside_boxes(empty[None, None].expand(len(boxes), 1, -1, -1), normalised)[:, 0]
             chosen = errors.nan_to_num(0.0).gather(1, decided[:, None])[:, 0]
             fraction = ((unexplained - chosen) / unexplained).clamp(0.0, 1.0)
             scores = torch.where(without_cells | ~(unexplained > 0), torch.zeros_like(fraction), fraction)
             if self.score == "explained_share":
                 scores = scores * (unexplained / empty.sum()).clamp(0.0, 1.0).sqrt()
             elif self.score == "explained_marginal":
-                chosen_maps = maps.cpu().view(len(boxes), num_classes, *maps.shape[-2:])[torch.arange(len(boxes)),
-                                                                                         decided]
-                inside = torch.stack([box_mask(box[None], *empty.shape) for box in boxes / scale]).to(empty.dtype)
+                chosen_maps = class_maps[torch.arange(len(boxes)), decided]
+                inside = torch.stack([box_mask(box[None], *empty.shape) for box in normalised]).to(empty.dtype)
                 explained_cells = (empty[None] - chosen_maps).clamp(min=0.0) * inside
                 scores = greedy_marginal_scores(scores, explained_cells, empty.sum())
         return merge_equal_detections(boxes.tolist(), decided.tolist(), scores.tolist(), detections.image_size,

@@ -44,6 +44,11 @@ from torchvision.ops import batched_nms
 from .box_refinement import error_mask
 
 
+def _normalised(boxes: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """(K, 4) float32 boxes XYXY in [0, 1] from cell-edge boxes (K, 4) of an (height, width) map."""
+    return torch.from_numpy(boxes / np.array([width, height, width, height])).float().reshape(-1, 4)
+
+
 def _label_boxes(labels: np.ndarray, min_cells: int) -> np.ndarray:
     """(K, 4) XYXY cell-edge boxes of the labels >= 1 of ``labels`` (h, w) with at least ``min_cells`` cells,
     in label order."""
@@ -110,8 +115,7 @@ def component_boxes(error_map: torch.Tensor, threshold: float, min_cells: int = 
             pieces = split_regions(labels == label)
             if pieces.max() > 1:
                 boxes.append(_label_boxes(pieces, min_cells))
-    found = np.concatenate(boxes) if boxes else np.zeros((0, 4))
-    return torch.from_numpy(found / np.array([width, height, width, height])).float().reshape(-1, 4)
+    return _normalised(np.concatenate(boxes) if boxes else np.zeros((0, 4)), height, width)
 
 
 def enclosed_boxes(error_map: torch.Tensor, threshold: float, margin: int = 2, min_cells: int = 2) -> torch.Tensor:
@@ -134,8 +138,7 @@ def enclosed_boxes(error_map: torch.Tensor, threshold: float, margin: int = 2, m
             continue
         boxes.append([max(0, left - margin), max(0, top - margin), min(width, left + box_width + margin),
                       min(height, top + box_height + margin)])
-    found = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    return torch.from_numpy(found / np.array([width, height, width, height])).float()
+    return _normalised(np.array(boxes, dtype=np.float64).reshape(-1, 4), height, width)
 
 
 class ErrorMapCandidates:
@@ -202,8 +205,7 @@ class ErrorMapCandidates:
             found.append(component_boxes(error_map, level, split=self.split))
             if self.holes:
                 found.append(enclosed_boxes(error_map, level, self.hole_margin))
-        found = torch.cat(found)
-        found = found * scale
+        found = torch.cat(found) * scale
         present = {tuple(box) for box in detections.pred_boxes.tensor.detach().cpu().tolist()}
         extra = []
         for box in found.tolist():  # a cut, or another level, can repeat a box
