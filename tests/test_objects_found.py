@@ -57,6 +57,34 @@ def test_slice_ap_scores_only_the_images_of_the_slice(tmp_path):
         tool.slice_ap(ground_truth, detections, 0, 3)["AP50"])
 
 
+def test_slice_ap_merges_runs_of_disjoint_images(tmp_path):
+    tool = load_tool("slice_ap")
+    categories = [{"id": 0, "name": "a"}]
+
+    def run(image_ids, found):
+        truth = {"images": [{"id": image} for image in image_ids], "categories": categories,
+                 "annotations": [{"id": n + 1, "image_id": image, "category_id": 0, "bbox": [10, 10, 20, 20],
+                                  "area": 400, "iscrowd": 0} for n, image in enumerate(image_ids)]}
+        return truth, [{"image_id": image, "category_id": 0, "bbox": [10, 10, 20, 20], "score": 0.9}
+                       for image in found]
+
+    first, second = run([0, 1], found=[0, 1]), run([2, 3], found=[])
+    truth, detections = tool.merge_runs([first, second])
+    assert [image["id"] for image in truth["images"]] == [0, 1, 2, 3]
+    assert sorted(annotation["id"] for annotation in truth["annotations"]) == [1, 2, 3, 4]  # both runs had 1, 2
+    assert tool.slice_ap(truth, detections, 0, 4)["AP50"] == pytest.approx(50.0, abs=1.0)  # 2 of 4 found
+    with pytest.raises(ValueError, match="images already in an earlier run"):
+        tool.merge_runs([first, run([1, 5], found=[])])
+    with pytest.raises(ValueError, match="categories"):
+        tool.merge_runs([first, ({**second[0], "categories": [{"id": 0, "name": "b"}]}, [])])
+    for name, (truth_part, detections_part) in (("a", first), ("b", second)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "val_coco_format.json").write_text(json.dumps(truth_part))
+        (tmp_path / name / "coco_instances_results.json").write_text(json.dumps(detections_part))
+    assert tool.main([str(tmp_path / "a"), str(tmp_path / "b")])["AP50"] == pytest.approx(50.0, abs=1.0)
+    assert tool.main([str(tmp_path / "a"), str(tmp_path / "b"), "--images", "0", "2"])["AP50"] == pytest.approx(100.0)
+
+
 def test_each_missed_object_is_sorted_by_what_its_best_box_is():
     import torch
 

@@ -7,6 +7,12 @@ runs pycocotools' COCOeval with ``imgIds`` set to images ``START`` .. ``START + 
 ground truth's image list (the dataset's order, the one ``--images`` and ``DATASETS.TEST_LIMIT`` slice by).
 
     .venv/bin/python tools/slice_ap.py output/candidates_shapes_val_cuda/refined --images 100 400
+
+Several folders that evaluated disjoint images of one split (say images 0-99 and 100-499, each a
+``--images`` run of tools/refine_cached_detections.py) are merged first, images in the order the folders are
+given, so that the whole split gets one table without evaluating again; without ``--images`` every image counts:
+
+    .venv/bin/python tools/slice_ap.py output/holes_0to100/refined output/holes_100to500/refined
 """
 
 from __future__ import annotations
@@ -44,14 +50,43 @@ def slice_ap(ground_truth: dict, detections: list[dict], start: int, count: int)
             for name, value in zip(("AP", "AP50", "AP75"), evaluation.stats[:3], strict=True)}
 
 
+def merge_runs(runs: list[tuple[dict, list[dict]]]) -> tuple[dict, list[dict]]:
+    """One COCO ground truth and detection list from several evaluations ``(ground truth, detections)`` of
+    disjoint images with the same categories. Images keep their ids and the runs' order; annotations are
+    numbered anew (each run numbers its own from 1). An image in two runs or differing categories is an error."""
+    if not runs:
+        raise ValueError("merge_runs: no runs given")
+    categories = runs[0][0].get("categories", [])
+    merged = {key: value for key, value in runs[0][0].items() if key not in ("images", "annotations")}
+    merged["images"], merged["annotations"] = [], []
+    detections: list[dict] = []
+    seen: set = set()
+    for index, (truth, run_detections) in enumerate(runs):
+        if truth.get("categories", []) != categories:
+            raise ValueError(f"merge_runs: run {index} has categories {truth.get('categories')}, run 0 "
+                             f"{categories}")
+        repeated = seen & {image["id"] for image in truth["images"]}
+        if repeated:
+            raise ValueError(f"merge_runs: run {index} evaluates images already in an earlier run "
+                             f"(ids {sorted(repeated)[:5]}...)")
+        seen |= {image["id"] for image in truth["images"]}
+        merged["images"] += truth["images"]
+        for annotation in truth["annotations"]:
+            merged["annotations"].append({**annotation, "id": len(merged["annotations"]) + 1})
+        detections += run_detections
+    return merged, detections
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path, help="folder written by an evaluation")
-    parser.add_argument("--images", nargs=2, type=int, required=True, metavar=("START", "COUNT"))
+    parser.add_argument("runs", type=Path, nargs="+", help="folders written by evaluations of disjoint images")
+    parser.add_argument("--images", nargs=2, type=int, metavar=("START", "COUNT"),
+                        help="a slice of the (merged) image list; default: all images")
     args = parser.parse_args(argv)
-    ground_truth, detections = read_run(args.run)
-    metrics = slice_ap(ground_truth, detections, *args.images)
-    print(f"{args.run}, images {args.images[0]}-{sum(args.images) - 1}: "
+    ground_truth, detections = merge_runs([read_run(run) for run in args.runs])
+    start, count = args.images or (0, len(ground_truth["images"]))
+    metrics = slice_ap(ground_truth, detections, start, count)
+    print(f"{' + '.join(map(str, args.runs))}, images {start}-{start + count - 1}: "
           + " / ".join(f"{name} {value:.2f}" for name, value in metrics.items()))
     return metrics
 
