@@ -185,7 +185,9 @@ def add_dive_config(cfg: CN) -> CN:
     # The score of a reclassified box: "layout" keeps SCORE's; "explained" is the fraction of the box's empty-layout
     # denoising error that its single-object layout explains; "explained_share" multiplies that by the square root
     # of the box's share of the whole map's empty-layout error; "explained_marginal" ranks the boxes greedily, the
-    # share counting only the error no box ranked before explains better (box_classes.py).
+    # share counting only the error no box ranked before explains better; "explained_won_cells" counts in the share
+    # only the cells the box explains at least as well as every other box, except boxes of its class overlapping
+    # it at IoU > CANDIDATE_NMS_IOU (box_classes.py).
     cfg.MODEL.DIVE.INVERSION.RECLASSIFY_SCORE = "layout"
     # Not in the paper: before the class decision (needs RECLASSIFY_BOXES), add the bounding boxes of the 8-connected
     # parts of the empty layout's error map above each level of CANDIDATE_THRESHOLDS x its maximum as extra boxes;

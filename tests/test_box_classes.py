@@ -6,7 +6,7 @@ import torch
 
 from dive_d2.inversion import BoxClassDecision
 from dive_d2.inversion import box_classes as box_classes_module
-from dive_d2.inversion.box_classes import errors_inside_boxes, greedy_marginal_scores
+from dive_d2.inversion.box_classes import errors_inside_boxes, greedy_marginal_scores, won_cell_scores
 
 from .test_dive_training import make_input
 from .test_inversion import detections_of, tiny_model
@@ -67,7 +67,7 @@ def test_boxes_that_end_equal_are_merged(monkeypatch):
     assert decided.pred_classes.tolist() == [0] and decided.scores.tolist() == pytest.approx([0.9])
 
 
-@pytest.mark.parametrize("score", ["layout", "explained"])
+@pytest.mark.parametrize("score", ["layout", "explained", "explained_won_cells"])
 def test_the_detector_reclassifies_what_it_would_return_and_finishes_only_missing_steps(score):
     model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True",
                        "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", score, "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES",
@@ -159,3 +159,68 @@ def test_the_marginal_score_drops_a_part_box_that_the_share_score_ranks_high(mon
                                                  (40, 40, 64, 64): (36 / total) ** 0.5})
     assert score_by_box(marginal) == pytest.approx({(0, 0, 32, 32): (64 / total) ** 0.5, (0, 0, 16, 32): 0.0,
                                                     (40, 40, 64, 64): (36 / total) ** 0.5})
+
+
+def test_won_cells_go_to_the_box_that_explains_them_best_so_a_union_box_scores_nothing():
+    explained = torch.zeros(4, 4, 6)
+    explained[0, 0:2, 0:2] = 1.0  # object A, explained fully by its own box
+    explained[1, 0:2, 3:5] = 1.0  # object B
+    explained[2, 0:2, 0:2] = 0.7  # the box joining A and B: one object drawn there explains both less well
+    explained[2, 0:2, 3:5] = 0.7  # (the gap between them holds no error to explain)
+    explained[3, 0:2, 0:1] = 0.8  # a part of A, explained less well than by A's box
+    fractions = torch.tensor([1.0, 1.0, 1.0, 0.8])
+    everyone = torch.ones(4, 4, dtype=torch.bool)
+    scores = won_cell_scores(fractions, explained, torch.tensor(20.0), everyone)
+    assert scores.tolist() == pytest.approx([0.2**0.5, 0.2**0.5, 0.0, 0.0])
+    # The greedy marginal score ranks the union box first: it holds the most error.
+    greedy = greedy_marginal_scores(fractions, explained, torch.tensor(20.0))
+    assert greedy[2] > greedy[0] > 0
+    # The order of the boxes does not matter.
+    order = torch.tensor([2, 3, 1, 0])
+    assert won_cell_scores(fractions[order], explained[order], torch.tensor(20.0), everyone).tolist() == (
+        pytest.approx(scores[order].tolist()))
+    # A box that is no rival (a duplicate the suppression merges) does not take cells.
+    not_rivals = everyone.clone()
+    not_rivals[3, 0] = False
+    assert won_cell_scores(fractions, explained, torch.tensor(20.0), not_rivals)[3] == pytest.approx(0.8 * 0.08**0.5)
+    assert won_cell_scores(fractions, explained, torch.tensor(0.0), everyone).tolist() == [0.0] * 4
+    assert len(won_cell_scores(torch.zeros(0), torch.zeros(0, 4, 4), torch.tensor(1.0), everyone[:0, :0])) == 0
+
+
+def test_the_won_cell_score_lets_same_class_duplicates_share_cells_and_reads_its_iou_from_the_config(monkeypatch):
+    model = tiny_model()
+    # 64 x 64 image, 16 x 16 cells: two near-identical boxes on one object, a box joining it with a second one.
+    found = detections_of([[0, 0, 32, 32], [0, 0, 32, 28], [0, 0, 64, 32], [40, 0, 64, 32]], [0, 0, 0, 0],
+                          [0.9, 0.8, 0.7, 0.6])
+    empty_map = torch.zeros(16, 16)
+    empty_map[0:8, 0:8] = 1.0
+    empty_map[0:8, 10:16] = 1.0
+
+    def error_maps(model, latents, layouts, *pairs):
+        # Every box's single-object layout explains the cells of the objects it holds, the wide box only half.
+        maps = empty_map.expand(len(layouts), 16, 16).clone()
+        classes = model.tokenizer.num_classes
+        for index in range(len(layouts)):
+            box = index // classes
+            if box in (0, 1, 3):
+                maps[index][empty_map > 0] = 0.0
+            else:
+                maps[index][empty_map > 0] = 0.5
+        return maps
+
+    monkeypatch.setattr(box_classes_module, "layout_error_maps", error_maps)
+    pairs = (torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, 16, 16))
+    decided = BoxClassDecision("explained_won_cells", duplicate_iou=0.5)(model, torch.zeros(1, 3, 16, 16), found,
+                                                                         *pairs, empty_map)
+    total = 64.0 + 48.0
+    by_box = {tuple(box): score for box, score in zip(decided.pred_boxes.tensor.tolist(), decided.scores.tolist(),
+                                                      strict=True)}
+    # Box 1 (IoU 0.875 with box 0, same class) shares box 0's cells; inside its 7 rows it explains 56 of them.
+    assert by_box == pytest.approx({(0, 0, 32, 32): (64 / total) ** 0.5, (0, 0, 32, 28): (56 / total) ** 0.5,
+                                    (0, 0, 64, 32): 0.0, (40, 0, 64, 32): (48 / total) ** 0.5})
+    with pytest.raises(ValueError, match="duplicate_iou"):
+        BoxClassDecision("explained_won_cells", duplicate_iou=0.0)
+    configured = tiny_model("MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", True,
+                            "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", "explained_won_cells",
+                            "MODEL.DIVE.INVERSION.CANDIDATE_NMS_IOU", 0.3)
+    assert (configured.box_classes.score, configured.box_classes.duplicate_iou) == ("explained_won_cells", 0.3)

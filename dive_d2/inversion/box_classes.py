@@ -25,6 +25,11 @@ that no box ranked before explains better: each box explains, per cell inside it
 its single-object layout's error (at least 0); a set of boxes explains per cell the most any of them does. A
 box that is part of a better-explained object, or holds one already ranked, adds little and drops in the ranking
 (a set-cover view of the layout; the scores are non-increasing in the greedy order).
+``"explained_won_cells"`` credits each cell's error to the box that explains it best instead: the share counts
+only the cells where a box explains at least as much as every rival box, rivals being all boxes but those of the
+same class that overlap it at IoU above ``duplicate_iou`` (the non-maximum suppression after the decision keeps
+one of those). A box that joins two objects loses their cells to the objects' own boxes, which explain them
+better, whatever the order; a part loses its cells to the whole object's box.
 
 Measured (session 28, nothing tuned; docs/detection.md, "Choosing each box's class"): on the whole
 ``dive_shapes_val`` AP / AP50 / AP75 8.3 / 16.2 / 7.9 -> 16.0 / 32.6 / 14.4, objects found with their class at
@@ -37,7 +42,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances, pairwise_iou
 
 from .error_map import box_mask, layout_error_maps
 from .pooling import merge_equal_detections
@@ -87,24 +92,54 @@ def greedy_marginal_scores(fractions: torch.Tensor, explained_cells: torch.Tenso
     return scores
 
 
-BOX_SCORES = ("layout", "explained", "explained_share", "explained_marginal")
+def won_cell_scores(fractions: torch.Tensor, explained_cells: torch.Tensor, total_error: torch.Tensor,
+                    rivals: torch.Tensor) -> torch.Tensor:
+    """(K,) scores fraction_k * sqrt(share_k), share_k the error of the cells detection k explains best.
+
+    Args:
+        fractions: (K,) in [0, 1], how much of its box's empty-layout error each detection's object explains.
+        explained_cells: (K, h, w) >= 0, the error each detection explains per latent cell (0 outside its box).
+        total_error: scalar, the whole empty-layout error map's sum (the share's denominator).
+        rivals: (K, K) bool, ``rivals[k, j]``: detection j competes with k for cells (the diagonal is ignored).
+
+    share_k sums ``explained_cells[k]`` over the cells where it is at least every rival's, over ``total_error``.
+    Unlike ``greedy_marginal_scores`` the result does not depend on an order: a ranked box never takes cells from
+    a box that explains them better.
+    """
+    count = len(fractions)
+    if count == 0 or not total_error > 0:
+        return torch.zeros(count, dtype=fractions.dtype)
+    rivals = rivals & ~torch.eye(count, dtype=torch.bool)
+    rival_cells = torch.where(rivals[:, :, None, None], explained_cells[None], torch.zeros(()))  # (K, K, h, w)
+    best_rival = rival_cells.max(dim=1).values
+    won = explained_cells * (explained_cells >= best_rival)
+    return fractions * (won.sum(dim=(1, 2)) / total_error).clamp(0.0, 1.0).sqrt()
+
+
+BOX_SCORES = ("layout", "explained", "explained_share", "explained_marginal", "explained_won_cells")
 
 
 class BoxClassDecision:
     """Re-chooses each detection's class by p(x|y)'s error inside its box; see the module docstring."""
 
-    def __init__(self, score: str = "layout"):
+    def __init__(self, score: str = "layout", duplicate_iou: float = 0.5):
         """
         Args:
             score: "layout" keeps each detection's score; "explained" replaces it by the fraction of the box's
                 empty-layout error that the chosen single-object layout explains; "explained_share" multiplies
                 that by the square root of the box's share of the whole map's empty-layout error;
                 "explained_marginal" counts in that share only what boxes ranked before do not explain
-                (``greedy_marginal_scores``).
+                (``greedy_marginal_scores``); "explained_won_cells" counts in it only the cells the box explains
+                best of its rivals (``won_cell_scores``).
+            duplicate_iou: for "explained_won_cells", boxes of the same class overlapping at IoU above this are one
+                object and do not compete for cells (the benchmarks use CANDIDATE_NMS_IOU); in (0, 1].
         """
         if score not in BOX_SCORES:
             raise ValueError(f"BoxClassDecision: score must be one of {BOX_SCORES}, got {score!r}")
+        if not 0.0 < duplicate_iou <= 1.0:
+            raise ValueError(f"BoxClassDecision: duplicate_iou must be in (0, 1], got {duplicate_iou}")
         self.score = score
+        self.duplicate_iou = duplicate_iou
 
     @torch.no_grad()
     def __call__(self, model: DIVE, latents: torch.Tensor, detections: Instances, timesteps: torch.Tensor,
@@ -151,10 +186,15 @@ class BoxClassDecision:
             scores = torch.where(without_cells | ~(unexplained > 0), torch.zeros_like(fraction), fraction)
             if self.score == "explained_share":
                 scores = scores * (unexplained / empty.sum()).clamp(0.0, 1.0).sqrt()
-            elif self.score == "explained_marginal":
+            elif self.score in ("explained_marginal", "explained_won_cells"):
                 chosen_maps = class_maps[torch.arange(len(boxes)), decided]
                 inside = torch.stack([box_mask(box[None], *empty.shape) for box in normalised]).to(empty.dtype)
                 explained_cells = (empty[None] - chosen_maps).clamp(min=0.0) * inside
-                scores = greedy_marginal_scores(scores, explained_cells, empty.sum())
+                if self.score == "explained_marginal":
+                    scores = greedy_marginal_scores(scores, explained_cells, empty.sum())
+                else:
+                    duplicates = ((pairwise_iou(Boxes(boxes), Boxes(boxes)) > self.duplicate_iou)
+                                  & (decided[:, None] == decided[None]))
+                    scores = won_cell_scores(scores, explained_cells, empty.sum(), ~duplicates)
         return merge_equal_detections(boxes.tolist(), decided.tolist(), scores.tolist(), detections.image_size,
                                       detections.scores.device)

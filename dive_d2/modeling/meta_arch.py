@@ -244,8 +244,9 @@ class DIVE(nn.Module):
             "restart_selection": dive.INVERSION.RESTART_SELECTION,
             "pool_iou": dive.INVERSION.POOL_IOU,
             "box_refinement": ErrorMapBoxRefinement.from_config(cfg),
-            "box_classes": (BoxClassDecision(dive.INVERSION.RECLASSIFY_SCORE) if dive.INVERSION.RECLASSIFY_BOXES
-                            else None),
+            "box_classes": (BoxClassDecision(dive.INVERSION.RECLASSIFY_SCORE,
+                                             duplicate_iou=dive.INVERSION.CANDIDATE_NMS_IOU)
+                            if dive.INVERSION.RECLASSIFY_BOXES else None),
             "box_candidates": ErrorMapCandidates.from_config(cfg),
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
             "ranking_weight": dive.RANKING.WEIGHT,
