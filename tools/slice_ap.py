@@ -65,11 +65,11 @@ def merge_runs(runs: list[tuple[dict, list[dict]]]) -> tuple[dict, list[dict]]:
         if truth.get("categories", []) != categories:
             raise ValueError(f"merge_runs: run {index} has categories {truth.get('categories')}, run 0 "
                              f"{categories}")
-        repeated = seen & {image["id"] for image in truth["images"]}
-        if repeated:
+        image_ids = {image["id"] for image in truth["images"]}
+        if seen & image_ids:
             raise ValueError(f"merge_runs: run {index} evaluates images already in an earlier run "
-                             f"(ids {sorted(repeated)[:5]}...)")
-        seen |= {image["id"] for image in truth["images"]}
+                             f"(ids {sorted(seen & image_ids)[:5]}...)")
+        seen |= image_ids
         merged["images"] += truth["images"]
         for annotation in truth["annotations"]:
             merged["annotations"].append({**annotation, "id": len(merged["annotations"]) + 1})

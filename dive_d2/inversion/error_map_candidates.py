@@ -41,6 +41,7 @@ from detectron2.config import CfgNode
 from detectron2.structures import Boxes, Instances
 from torchvision.ops import batched_nms
 
+from .box_classes import BOX_SCORES
 from .box_refinement import error_mask
 
 
@@ -180,8 +181,8 @@ class ErrorMapCandidates:
                              "get their classes and scores from the class decision")
         if inversion.RECLASSIFY_SCORE == "layout":
             raise ValueError("MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES needs a RECLASSIFY_SCORE from the error maps "
-                             "('explained_marginal', 'explained_share' or 'explained'): with 'layout' its boxes, "
-                             "which no layout holds, would all score 0")
+                             f"(one of {[score for score in BOX_SCORES if score != 'layout']}): with 'layout' its "
+                             "boxes, which no layout holds, would all score 0")
         return cls(inversion.CANDIDATE_THRESHOLDS, inversion.CANDIDATE_NMS_IOU, inversion.CANDIDATE_SPLIT,
                    inversion.CANDIDATE_HOLES, inversion.CANDIDATE_HOLE_MARGIN)
 
