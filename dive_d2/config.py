@@ -202,6 +202,10 @@ def add_dive_config(cfg: CN) -> CN:
     # objects that make one part still enclose regions of their own), grown by CANDIDATE_HOLE_MARGIN latent cells.
     cfg.MODEL.DIVE.INVERSION.CANDIDATE_HOLES = False
     cfg.MODEL.DIVE.INVERSION.CANDIDATE_HOLE_MARGIN = 2
+    # After the class decision, outline the residual maps of the CANDIDATE_RESIDUALS best-scored detections (the
+    # empty map minus what each one's object explains: it still outlines a neighbour that made one part with it),
+    # add their new boxes and decide again over all boxes; 0: off (error_map_candidates.py, add_residuals).
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_RESIDUALS = 0
     # Let CUDA run the inversion's convolutions and matrix products in TF32 (PyTorch's cuDNN default): about 20%
     # faster on an H200 but 1.6 AP50 lower on dive_shapes_val (dive_d2/inversion/precision.py). No effect on CPU.
     cfg.MODEL.DIVE.INVERSION.ALLOW_TF32 = False

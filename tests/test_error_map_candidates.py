@@ -9,6 +9,7 @@ from detectron2.config import get_cfg
 from dive_d2 import add_dive_config
 from dive_d2.inversion import BoxClassDecision, ErrorMapCandidates, component_boxes
 from dive_d2.inversion import box_classes as box_classes_module
+from dive_d2.inversion.error_map import box_mask
 from dive_d2.inversion.error_map_candidates import enclosed_boxes, grow_into, split_regions
 
 from .test_box_refinement import blob_map
@@ -132,6 +133,61 @@ def test_holes_join_the_candidates_at_each_level():
         ErrorMapCandidates(holes=True, hole_margin=-1)
 
 
+def test_a_residual_map_outlines_the_neighbour_that_made_one_part_with_the_explained_object():
+    # Two overlapping outlines, neither enclosing a region the other does not cross: without holes the map's
+    # only box is their union. With the first square's object explained, the residual outlines the second.
+    error_map = outline_map((4, 4, 14, 14), (10, 10, 20, 20))
+    first_box = torch.tensor([[4, 4, 15, 15]]) / 32
+    explained = (error_map * box_mask(first_box, 32, 32))[None]
+    candidates = ErrorMapCandidates(thresholds=(0.5,), residuals=1)
+    union = candidates.add(detections_of([], [], [], size=(32, 32)), error_map)
+    assert union.pred_boxes.tensor.tolist() == [[4, 4, 21, 21]]
+    widened = candidates.add_residuals(union, explained, error_map)
+    assert widened.pred_boxes.tensor.tolist() == [[4, 4, 21, 21], [10, 10, 21, 21]]
+    assert widened.scores.tolist() == [0.0, 0.0] and widened.pred_classes.tolist() == [0, 0]
+    # Levels stay fractions of the empty map's maximum: a residual whose peak was explained is not rescaled.
+    assert len(candidates.add_residuals(union, (error_map * 0.6)[None], error_map)) == 1
+    assert len(candidates.add_residuals(union, torch.zeros(0, 32, 32), error_map)) == 1
+    with pytest.raises(ValueError, match=r"explained_cells \(M, h, w\), got \(32, 32\) and \(1, 32, 16\)"):
+        candidates.add_residuals(union, torch.zeros(1, 32, 16), error_map)
+    with pytest.raises(ValueError, match="CANDIDATE_RESIDUALS must be >= 0 detections, got -1"):
+        ErrorMapCandidates(residuals=-1)
+
+
+def test_the_class_decision_reuses_cached_maps_and_decides_as_without_them(monkeypatch):
+    model = tiny_model()
+    evaluated = []
+    original = box_classes_module.layout_error_maps
+
+    def counting(model, latents, layouts, *pairs):
+        evaluated.append(len(layouts))
+        return original(model, latents, layouts, *pairs)
+
+    monkeypatch.setattr(box_classes_module, "layout_error_maps", counting)
+    latents = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    pairs = (torch.tensor([100, 500]), torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)))
+    empty_map = torch.rand(16, 16, generator=torch.Generator().manual_seed(2)) + 0.5
+    first = detections_of([[0, 0, 32, 32], [20, 20, 60, 60]], [0, 0], [0.0, 0.0])
+    both = detections_of([[0, 0, 32, 32], [20, 20, 60, 60], [8, 40, 40, 64]], [0, 0, 0], [0.0, 0.0, 0.0])
+    decision, cache = BoxClassDecision("explained_won_cells"), {}
+    decision(model, latents, first, *pairs, empty_map, cache)
+    cached = decision(model, latents, both, *pairs, empty_map, cache)
+    classes = model.tokenizer.num_classes
+    assert evaluated == [2 * classes, 1 * classes] and len(cache) == 3
+    fresh = decision(model, latents, both, *pairs, empty_map)
+    assert torch.equal(cached.pred_boxes.tensor, fresh.pred_boxes.tensor)
+    assert torch.equal(cached.scores, fresh.scores) and torch.equal(cached.pred_classes, fresh.pred_classes)
+    # Explained cells come from the cache: the empty map minus the decided class's map, inside the box only.
+    cells = BoxClassDecision.explained_cells(cached, empty_map, cache)
+    assert cells.shape == (len(cached), 16, 16)
+    for box, label, explained in zip(cached.pred_boxes.tensor, cached.pred_classes, cells, strict=True):
+        inside = box_mask(box[None] / 64, 16, 16)  # a 64 x 64 image on a 16 x 16 map
+        expected = (empty_map - cache[tuple(box.tolist())][label]).clamp(min=0.0) * inside
+        assert torch.equal(explained, expected) and inside.any() and not inside.all()
+    with pytest.raises(KeyError, match="has no error maps in the cache"):
+        BoxClassDecision.explained_cells(detections_of([[1, 1, 9, 9]], [0], [0.5]), empty_map, cache)
+
+
 def test_added_boxes_are_in_pixels_skip_boxes_already_found_and_wait_for_a_class():
     candidates = ErrorMapCandidates(thresholds=(0.5,))
     # 64 x 128 (height x width) image, 32 x 32 map: a cell is 2 x 4 pixels.
@@ -194,10 +250,13 @@ def test_the_share_score_weighs_the_explained_fraction_by_the_boxs_share_of_the_
     assert decided.scores.tolist() == pytest.approx([0.5 * 0.5, 0.5 * 0.25])
 
 
-def test_the_detector_adds_candidates_before_the_class_decision_and_a_cache_gets_the_same(monkeypatch):
+@pytest.mark.parametrize("residuals", [0, 3])
+def test_the_detector_adds_candidates_before_the_class_decision_and_a_cache_gets_the_same(residuals):
     model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True",
                        "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", "explained_share",
-                       "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "True")
+                       "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "True",
+                       "MODEL.DIVE.INVERSION.CANDIDATE_RESIDUALS", str(residuals))
+    assert model.box_candidates.residuals == residuals
     inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
               make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
     with torch.no_grad():

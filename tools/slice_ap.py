@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ground_truth, detections = merge_runs([read_run(run) for run in args.runs])
     start, count = args.images or (0, len(ground_truth["images"]))
     metrics = slice_ap(ground_truth, detections, start, count)
-    print(f"{' + '.join(map(str, args.runs))}, images {start}-{start + count - 1}: "
+    # Positions in the merged list, not the split's image numbers: say so when nothing was sliced.
+    where = f"images {start}-{start + count - 1} of the merged list" if args.images else f"all {count} images"
+    print(f"{' + '.join(map(str, args.runs))}, {where}: "
           + " / ".join(f"{name} {value:.2f}" for name, value in metrics.items()))
     return metrics
 

@@ -141,9 +141,51 @@ class BoxClassDecision:
         self.score = score
         self.duplicate_iou = duplicate_iou
 
+    @staticmethod
+    @torch.no_grad()
+    def class_error_maps(model: DIVE, latents: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
+                         timesteps: torch.Tensor, noise: torch.Tensor,
+                         map_cache: dict[tuple[float, ...], torch.Tensor] | None = None) -> torch.Tensor:
+        """(K, classes, h, w) CPU error maps of p(x|y) for the single-object layout (c, box) of each of the K
+        ``boxes`` (K, 4) (XYXY, pixels of ``image_size`` (height, width)) and each class c; ``latents`` (1, C, h,
+        w); pairs and ``map_cache`` as in ``__call__``."""
+        cache = {} if map_cache is None else map_cache
+        keys = [tuple(box) for box in boxes.tolist()]
+        missing = list(dict.fromkeys(key for key in keys if key not in cache))
+        if missing:
+            tokenizer = model.tokenizer
+            height, width = image_size
+            candidates = torch.arange(tokenizer.num_classes)
+            layouts = torch.stack([tokenizer.encode(torch.tensor([key]), candidate[None], height, width)
+                                   for key in missing for candidate in candidates]).to(latents.device)
+            maps = layout_error_maps(model, latents.expand(len(layouts), -1, -1, -1), layouts, timesteps, noise)
+            for key, box_maps in zip(missing, maps.cpu().view(len(missing), len(candidates), *maps.shape[-2:]),
+                                     strict=True):
+                cache[key] = box_maps
+        return torch.stack([cache[key] for key in keys])
+
+    @staticmethod
+    def explained_cells(detections: Instances, empty_map: torch.Tensor,
+                        map_cache: dict[tuple[float, ...], torch.Tensor]) -> torch.Tensor:
+        """(K, h, w) the error each detection's single-object layout (its box and class) explains per cell of
+        the (h, w) ``empty_map``: the empty map minus the layout's map, at least 0, and 0 outside the box. Every
+        detection's box must be in ``map_cache`` (a decision has seen it)."""
+        boxes = detections.pred_boxes.tensor.detach().float().cpu()
+        height, width = detections.image_size
+        empty = empty_map.detach().float().cpu()
+        cells = []
+        for box, label in zip(boxes, detections.pred_classes.tolist(), strict=True):
+            key = tuple(box.tolist())
+            if key not in map_cache:
+                raise KeyError(f"BoxClassDecision.explained_cells: box {key} has no error maps in the cache")
+            inside = box_mask(box[None] / torch.tensor([width, height, width, height]), *empty.shape)
+            cells.append((empty - map_cache[key][label]).clamp(min=0.0) * inside)
+        return torch.stack(cells) if cells else empty.new_zeros((0, *empty.shape))
+
     @torch.no_grad()
     def __call__(self, model: DIVE, latents: torch.Tensor, detections: Instances, timesteps: torch.Tensor,
-                 noise: torch.Tensor, empty_map: torch.Tensor | None = None) -> Instances:
+                 noise: torch.Tensor, empty_map: torch.Tensor | None = None,
+                 map_cache: dict[tuple[float, ...], torch.Tensor] | None = None) -> Instances:
         """Detections with re-chosen classes (same boxes; scores kept or, with the "explained" scores, replaced;
         same image size; possibly fewer after merging).
 
@@ -154,6 +196,9 @@ class BoxClassDecision:
             timesteps: (K,) int64 and noise (K, C, h, w): the pairs the errors are measured on (the monitor's).
             empty_map: (h, w) the image's empty-layout error map on the same pairs; needed by the "explained"
                 scores.
+            map_cache: the error maps (classes, h, w) of each box (key: its pixel XYXY tuple) given each class,
+                on these pairs and this image; boxes found in it are not evaluated again, new ones are added
+                (a box's maps do not depend on the other boxes).
         """
         if latents.dim() != 4 or len(latents) != 1:
             raise ValueError(f"BoxClassDecision: latents must be (1, C, h, w), got shape {tuple(latents.shape)}")
@@ -166,13 +211,7 @@ class BoxClassDecision:
         classes = detections.pred_classes.detach().cpu()
         if len(boxes) == 0:
             return detections
-        tokenizer = model.tokenizer
-        num_classes = tokenizer.num_classes
-        candidates = torch.arange(num_classes)
-        layouts = torch.stack([tokenizer.encode(box[None], candidate[None], height, width)
-                               for box in boxes for candidate in candidates]).to(latents.device)
-        maps = layout_error_maps(model, latents.expand(len(layouts), -1, -1, -1), layouts, timesteps, noise)
-        class_maps = maps.cpu().view(len(boxes), num_classes, *maps.shape[-2:])  # (K, classes, h, w)
+        class_maps = self.class_error_maps(model, latents, boxes, detections.image_size, timesteps, noise, map_cache)
         normalised = boxes / torch.tensor([width, height, width, height], dtype=torch.float32)
         errors = errors_inside_boxes(class_maps, normalised)
         without_cells = errors.isnan().any(dim=1)

@@ -27,13 +27,15 @@ from detectron2.structures import Instances
 from .pooling import merge_equal_detections
 
 
-def error_mask(error_map: torch.Tensor, threshold: float) -> np.ndarray:
-    """(h, w) bool: the cells of ``error_map`` (h, w) above ``threshold`` times its maximum (none for a map
-    without a positive value); the mask the refinement fits boxes to and the candidates outline."""
+def error_mask(error_map: torch.Tensor, threshold: float, reference: float | None = None) -> np.ndarray:
+    """(h, w) bool: the cells of ``error_map`` (h, w) above ``threshold`` times ``reference`` (default: the map's
+    maximum; none for a reference that is not positive); the mask the refinement fits boxes to and the
+    candidates outline."""
     values = error_map.detach().float().cpu().numpy()
-    if not values.max() > 0:
+    reference = float(values.max()) if reference is None else float(reference)
+    if not reference > 0:
         return np.zeros(values.shape, dtype=bool)
-    return values > threshold * values.max()
+    return values > threshold * reference
 
 
 def support_box(box: np.ndarray, mask: np.ndarray, min_margin: float, margin_ratio: float) -> np.ndarray | None:

@@ -472,8 +472,12 @@ class DIVE(nn.Module):
         if candidates:
             for output, error_map in zip(outputs, empty_maps, strict=True):
                 output["instances"] = self.box_candidates.add(output["instances"], error_map)
+        map_caches = [{} for _ in outputs]
+        first_boxes = [output["instances"] for output in outputs]
         if reclassify:
-            self.reclassify_boxes(latents, outputs, empty_maps)
+            self.reclassify_boxes(latents, outputs, empty_maps, map_caches)
+        if candidates and self.box_candidates.residuals > 0:
+            self.decide_with_residuals(latents, outputs, first_boxes, empty_maps, map_caches)
         if candidates:
             for output in outputs:
                 output["instances"] = self.box_candidates.suppress_overlaps(output["instances"])
@@ -481,11 +485,12 @@ class DIVE(nn.Module):
         return [name for name, done in (("refined_boxes", refine), ("candidate_boxes", candidates),
                                         ("reclassified_boxes", reclassify)) if done]
 
-    def reclassify_boxes(self, latents: torch.Tensor, outputs: list[dict], empty_maps: torch.Tensor | None = None
-                         ) -> None:
+    def reclassify_boxes(self, latents: torch.Tensor, outputs: list[dict], empty_maps: torch.Tensor | None = None,
+                         map_caches: list[dict] | None = None) -> None:
         """Replace each output's "instances" by ``box_classes``'s (classes re-chosen per box), in place, and
         mark it ``"reclassified_boxes": 1``. ``latents``: (B, C, h, w) of the B images of ``outputs``;
-        ``empty_maps``: their (B, h, w) empty-layout error maps if already computed (the "explained" scores)."""
+        ``empty_maps``: their (B, h, w) empty-layout error maps if already computed (the "explained" scores);
+        ``map_caches``: one dict per image that keeps each box's class error maps (``BoxClassDecision``)."""
         if self.box_classes is None:
             raise ValueError("DIVE.reclassify_boxes: no class decision configured "
                              "(MODEL.DIVE.INVERSION.RECLASSIFY_BOXES)")
@@ -499,8 +504,31 @@ class DIVE(nn.Module):
             empty_maps = [None] * len(outputs)
         for index, output in enumerate(outputs):
             output["instances"] = self.box_classes(self, latents[index : index + 1], output["instances"], timesteps,
-                                                   noise, empty_maps[index])
+                                                   noise, empty_maps[index],
+                                                   None if map_caches is None else map_caches[index])
             output["reclassified_boxes"] = 1
+
+    def decide_with_residuals(self, latents: torch.Tensor, outputs: list[dict], first_boxes: list[Instances],
+                              empty_maps: torch.Tensor, map_caches: list[dict]) -> None:
+        """After a first class decision, outline the residual maps of each image's best detections
+        (``ErrorMapCandidates.add_residuals``: the empty map with one detection's object explained) and, where
+        that gives new boxes, decide again over the first decision's boxes plus the new ones, in place.
+
+        Args:
+            latents: (B, C, h, w) of the B images of ``outputs``, whose "instances" the first decision made.
+            first_boxes: per image, the Instances the first decision saw.
+            empty_maps: (B, h, w) their empty-layout error maps.
+            map_caches: per image, the first decision's class error maps by box (only new boxes are evaluated).
+        """
+        timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
+        candidates = self.box_candidates
+        for index, output in enumerate(outputs):
+            best = candidates.suppress_overlaps(output["instances"])[: candidates.residuals]
+            explained = self.box_classes.explained_cells(best, empty_maps[index], map_caches[index])
+            widened = candidates.add_residuals(first_boxes[index], explained, empty_maps[index])
+            if len(widened) > len(first_boxes[index]):  # the same boxes would give the same decision
+                output["instances"] = self.box_classes(self, latents[index : index + 1], widened, timesteps, noise,
+                                                       empty_maps[index], map_caches[index])
 
     def refine_boxes(self, latents: torch.Tensor, outputs: list[dict], empty_maps: torch.Tensor | None = None
                      ) -> None:
