@@ -61,7 +61,7 @@ def test_boxes_that_end_equal_are_merged(monkeypatch):
     found = detections_of([[0, 0, 32, 32], [0, 0, 32, 32]], [0, 1], [0.5, 0.9])
     monkeypatch.setattr(box_classes_module, "layout_error_maps",
                         lambda model, latents, layouts, *pairs: torch.stack([torch.full((16, 16), float(c == 2))
-                                                                             for c in [0, 1, 2] * 2]))
+                                                                             for c in [0, 1, 2] * (len(layouts) // 3)]))
     decided = BoxClassDecision()(model, torch.zeros(1, 3, 16, 16), found, torch.zeros(1, dtype=torch.long),
                                  torch.zeros(1, 3, 16, 16))
     assert decided.pred_classes.tolist() == [0] and decided.scores.tolist() == pytest.approx([0.9])
