@@ -62,6 +62,14 @@ def errors_inside_boxes(error_maps: torch.Tensor, boxes: torch.Tensor) -> torch.
     return torch.stack(sums) if sums else error_maps.new_zeros((0, error_maps.shape[1]))
 
 
+def explained_inside_boxes(empty_map: torch.Tensor, layout_maps: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(K, h, w) the error each of K single-object layouts explains per cell: ``empty_map`` (h, w) minus its map
+    ``layout_maps`` (K, h, w), at least 0, and 0 outside its box ``boxes`` (K, 4) XYXY normalised to [0, 1]."""
+    inside = torch.stack([box_mask(box[None], *empty_map.shape) for box in boxes]) if len(boxes) else \
+        torch.zeros((0, *empty_map.shape), dtype=torch.bool)
+    return (empty_map[None] - layout_maps).clamp(min=0.0) * inside
+
+
 def greedy_marginal_scores(fractions: torch.Tensor, explained_cells: torch.Tensor, total_error: torch.Tensor
                            ) -> torch.Tensor:
     """(K,) scores fraction_k * sqrt(marginal share_k), the marginal share taken in greedy order.
@@ -173,14 +181,13 @@ class BoxClassDecision:
         boxes = detections.pred_boxes.tensor.detach().float().cpu()
         height, width = detections.image_size
         empty = empty_map.detach().float().cpu()
-        cells = []
-        for box, label in zip(boxes, detections.pred_classes.tolist(), strict=True):
-            key = tuple(box.tolist())
-            if key not in map_cache:
-                raise KeyError(f"BoxClassDecision.explained_cells: box {key} has no error maps in the cache")
-            inside = box_mask(box[None] / torch.tensor([width, height, width, height]), *empty.shape)
-            cells.append((empty - map_cache[key][label]).clamp(min=0.0) * inside)
-        return torch.stack(cells) if cells else empty.new_zeros((0, *empty.shape))
+        layout_maps = []
+        for box, label in zip(boxes.tolist(), detections.pred_classes.tolist(), strict=True):
+            if tuple(box) not in map_cache:
+                raise KeyError(f"BoxClassDecision.explained_cells: box {tuple(box)} has no error maps in the cache")
+            layout_maps.append(map_cache[tuple(box)][label])
+        layout_maps = torch.stack(layout_maps) if layout_maps else empty.new_zeros((0, *empty.shape))
+        return explained_inside_boxes(empty, layout_maps, boxes / torch.tensor([width, height, width, height]))
 
     @torch.no_grad()
     def __call__(self, model: DIVE, latents: torch.Tensor, detections: Instances, timesteps: torch.Tensor,
@@ -226,9 +233,8 @@ class BoxClassDecision:
             if self.score == "explained_share":
                 scores = scores * (unexplained / empty.sum()).clamp(0.0, 1.0).sqrt()
             elif self.score in ("explained_marginal", "explained_won_cells"):
-                chosen_maps = class_maps[torch.arange(len(boxes)), decided]
-                inside = torch.stack([box_mask(box[None], *empty.shape) for box in normalised]).to(empty.dtype)
-                explained_cells = (empty[None] - chosen_maps).clamp(min=0.0) * inside
+                explained_cells = explained_inside_boxes(empty, class_maps[torch.arange(len(boxes)), decided],
+                                                         normalised)
                 if self.score == "explained_marginal":
                     scores = greedy_marginal_scores(scores, explained_cells, empty.sum())
                 else:

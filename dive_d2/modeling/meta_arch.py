@@ -463,21 +463,21 @@ class DIVE(nn.Module):
                              "(\"reclassified_boxes\"), so the error map's candidate boxes can no longer get classes; "
                              "finish the cached detections before the class decision")
         empty_maps = None
-        # One empty-layout map per image serves every step that reads it.
+        # One empty-layout map per image (on the monitor's pairs) serves every step that reads it.
         if refine or candidates or (reclassify and self.box_classes.score != "layout"):
-            timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
-            empty_maps = empty_layout_error_map(self, latents, timesteps, noise)
+            pairs = self.inversion.monitor_pairs_for(self, latents)[:2]
+            empty_maps = empty_layout_error_map(self, latents, *pairs)
         if refine:
             self.refine_boxes(latents, outputs, empty_maps)
         if candidates:
             for output, error_map in zip(outputs, empty_maps, strict=True):
                 output["instances"] = self.box_candidates.add(output["instances"], error_map)
-        map_caches = [{} for _ in outputs]
+        map_caches = [{} for _ in outputs]  # each box's class error maps, for the second decision
         first_boxes = [output["instances"] for output in outputs]
         if reclassify:
             self.reclassify_boxes(latents, outputs, empty_maps, map_caches)
         if candidates and self.box_candidates.residuals > 0:
-            self.decide_with_residuals(latents, outputs, first_boxes, empty_maps, map_caches)
+            self.decide_with_residuals(latents, outputs, first_boxes, empty_maps, map_caches, pairs)
         if candidates:
             for output in outputs:
                 output["instances"] = self.box_candidates.suppress_overlaps(output["instances"])
@@ -509,7 +509,8 @@ class DIVE(nn.Module):
             output["reclassified_boxes"] = 1
 
     def decide_with_residuals(self, latents: torch.Tensor, outputs: list[dict], first_boxes: list[Instances],
-                              empty_maps: torch.Tensor, map_caches: list[dict]) -> None:
+                              empty_maps: torch.Tensor, map_caches: list[dict],
+                              pairs: tuple[torch.Tensor, torch.Tensor]) -> None:
         """After a first class decision, outline the residual maps of each image's best detections
         (``ErrorMapCandidates.add_residuals``: the empty map with one detection's object explained) and, where
         that gives new boxes, decide again over the first decision's boxes plus the new ones, in place.
@@ -519,15 +520,15 @@ class DIVE(nn.Module):
             first_boxes: per image, the Instances the first decision saw.
             empty_maps: (B, h, w) their empty-layout error maps.
             map_caches: per image, the first decision's class error maps by box (only new boxes are evaluated).
+            pairs: the (timesteps (K,), noise (K, C, h, w)) the maps were measured on (the monitor's).
         """
-        timesteps, noise, _ = self.inversion.monitor_pairs_for(self, latents)
         candidates = self.box_candidates
         for index, output in enumerate(outputs):
             best = candidates.suppress_overlaps(output["instances"])[: candidates.residuals]
             explained = self.box_classes.explained_cells(best, empty_maps[index], map_caches[index])
             widened = candidates.add_residuals(first_boxes[index], explained, empty_maps[index])
             if len(widened) > len(first_boxes[index]):  # the same boxes would give the same decision
-                output["instances"] = self.box_classes(self, latents[index : index + 1], widened, timesteps, noise,
+                output["instances"] = self.box_classes(self, latents[index : index + 1], widened, *pairs,
                                                        empty_maps[index], map_caches[index])
 
     def refine_boxes(self, latents: torch.Tensor, outputs: list[dict], empty_maps: torch.Tensor | None = None
