@@ -12,11 +12,12 @@ from .engine import (
     restart_seed,
 )
 from .error_map_candidates import ErrorMapCandidates, component_boxes
+from .joint_layout_scores import JointLayoutScores
 from .pooling import RESTART_SELECTIONS, pool_detections
 from .precision import tf32_allowed
 from .scoring import SCORES, leave_one_out_scores, margin_scores
 
 __all__ = ["RESTART_SELECTIONS", "SCORES", "BoxClassDecision", "ErrorMapBoxRefinement", "ErrorMapCandidates",
-           "InversionResult", "LayoutInversion", "MonitorCheck", "best_restarts", "component_boxes", "hashed_seed",
-           "leave_one_out_scores", "margin_scores", "pool_detections", "replay_checks", "restart_seed",
-           "tf32_allowed"]
+           "InversionResult", "JointLayoutScores", "LayoutInversion", "MonitorCheck", "best_restarts",
+           "component_boxes", "hashed_seed", "leave_one_out_scores", "margin_scores", "pool_detections",
+           "replay_checks", "restart_seed", "tf32_allowed"]

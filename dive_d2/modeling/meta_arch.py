@@ -38,6 +38,7 @@ from ..inversion import (
     ErrorMapBoxRefinement,
     ErrorMapCandidates,
     InversionResult,
+    JointLayoutScores,
     LayoutInversion,
     hashed_seed,
     leave_one_out_scores,
@@ -102,6 +103,7 @@ class DIVE(nn.Module):
         box_refinement: ErrorMapBoxRefinement | None = None,
         box_classes: BoxClassDecision | None = None,
         box_candidates: ErrorMapCandidates | None = None,
+        joint_layout_scores: JointLayoutScores | None = None,
         prior_rounding_weight: float = 0.0,
         ranking_weight: float = 0.0,
         ranking_temperature: float = 0.05,
@@ -132,6 +134,8 @@ class DIVE(nn.Module):
             box_candidates: if given (needs ``box_classes``), the error map's component boxes join the boxes
                 the class decision sees, and overlapping boxes of a class are suppressed after it
                 (dive_d2/inversion/error_map_candidates.py; not in the paper).
+            joint_layout_scores: if given, the best detections are rescored last by what each explains next to a
+                joint layout of the better ones (dive_d2/inversion/joint_layout_scores.py; not in the paper).
             prior_rounding_weight: weight of ``loss_prior_rounding`` (``rounding_loss``, each sample weighted
                 by its a_t) in training the prior; 0 trains on the epsilon loss alone.
             ranking_weight, ranking_temperature, ranking_shifts: weight of ``loss_image_ranking`` (the true
@@ -192,6 +196,7 @@ class DIVE(nn.Module):
                              "(MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES needs RECLASSIFY_BOXES and a RECLASSIFY_SCORE "
                              "other than \"layout\")")
         self.box_candidates = box_candidates
+        self.joint_layout_scores = joint_layout_scores
         if prior_rounding_weight < 0:
             raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
         self.prior_rounding_weight = prior_rounding_weight
@@ -248,6 +253,9 @@ class DIVE(nn.Module):
                                              duplicate_iou=dive.INVERSION.CANDIDATE_NMS_IOU)
                             if dive.INVERSION.RECLASSIFY_BOXES else None),
             "box_candidates": ErrorMapCandidates.from_config(cfg),
+            "joint_layout_scores": (JointLayoutScores(dive.INVERSION.JOINT_LAYOUT_TOP_K,
+                                                      dive.INVERSION.JOINT_LAYOUT_ACCEPT)
+                                    if dive.INVERSION.JOINT_LAYOUT_TOP_K != 0 else None),
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
             "ranking_weight": dive.RANKING.WEIGHT,
             "ranking_temperature": dive.RANKING.TEMPERATURE,
@@ -452,20 +460,26 @@ class DIVE(nn.Module):
     def finish_detections(self, latents: torch.Tensor, outputs: list[dict]) -> list[str]:
         """The configured steps after decoding, in place, each unless the outputs carry its mark already
         (detections read back from a cache): ``refine_boxes``, then ``reclassify_boxes`` (with
-        ``box_candidates``, the error map's boxes added before it and overlaps suppressed after it). ``latents``:
-        (B, C, h, w) of the B images of ``outputs``. Returns the names of the steps applied."""
+        ``box_candidates``, the error map's boxes added before it and overlaps suppressed after it), then
+        ``joint_layout_scores``. ``latents``: (B, C, h, w) of the B images of ``outputs``. Returns the names of
+        the steps applied."""
         refine = self.box_refinement is not None and not any(output.get("refined_boxes") for output in outputs)
         reclassify = (self.box_classes is not None
                       and not any(output.get("reclassified_boxes") for output in outputs))
         candidates = self.box_candidates is not None and not any(output.get("candidate_boxes") for output in outputs)
+        joint = (self.joint_layout_scores is not None
+                 and not any(output.get("joint_layout_scores") for output in outputs))
         if candidates and not reclassify:
             raise ValueError("DIVE.finish_detections: these detections are reclassified already "
                              "(\"reclassified_boxes\"), so the error map's candidate boxes can no longer get classes; "
                              "finish the cached detections before the class decision")
+        if (refine or candidates or reclassify) and any(output.get("joint_layout_scores") for output in outputs):
+            raise ValueError("DIVE.finish_detections: these detections carry joint-layout scores already "
+                             "(\"joint_layout_scores\"), the last step; finish cached detections before it")
         empty_maps = None
         # One empty-layout map per image (on the monitor's pairs) serves every step that reads it.
-        if refine or candidates or (reclassify and self.box_classes.score != "layout"):
-            pairs = self.inversion.monitor_pairs_for(self, latents)[:2]
+        pairs = self.inversion.monitor_pairs_for(self, latents)[:2]
+        if refine or candidates or joint or (reclassify and self.box_classes.score != "layout"):
             empty_maps = empty_layout_error_map(self, latents, *pairs)
         if refine:
             self.refine_boxes(latents, outputs, empty_maps)
@@ -482,8 +496,14 @@ class DIVE(nn.Module):
             for output in outputs:
                 output["instances"] = self.box_candidates.suppress_overlaps(output["instances"])
                 output["candidate_boxes"] = 1
+        if joint:
+            for index, output in enumerate(outputs):
+                output["instances"] = self.joint_layout_scores(self, latents[index : index + 1], output["instances"],
+                                                               *pairs, empty_maps[index], map_caches[index])
+                output["joint_layout_scores"] = 1
         return [name for name, done in (("refined_boxes", refine), ("candidate_boxes", candidates),
-                                        ("reclassified_boxes", reclassify)) if done]
+                                        ("reclassified_boxes", reclassify), ("joint_layout_scores", joint))
+                if done]
 
     def reclassify_boxes(self, latents: torch.Tensor, outputs: list[dict], empty_maps: torch.Tensor | None = None,
                          map_caches: list[dict] | None = None) -> None:

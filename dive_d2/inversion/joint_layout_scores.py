@@ -1,0 +1,126 @@
+"""Joint-layout scores: rescale the best detections' scores by what each adds to a layout of the others.
+
+Not part of the paper's method; off unless ``MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K`` > 0. The class decision
+(``box_classes.py``) scores every box by its single-object layout (c, box): how much of the box's empty-layout
+error that one object explains. A box that covers part of an object, or two objects at once, can explain as much
+of its own cells as the object's true box, and on ``dive_shapes_val`` such parts and unions are the false
+positives that cost most AP50 (session 34: removing them from the ranking would lift AP50 85.2 -> 87.3 and 86.8).
+p(x|y) itself can tell them apart once the other objects are in the layout: next to the whole object's box, a
+part's class token explains nothing more in its cells.
+
+After the final non-maximum suppression, the ``top_k`` best-scored detections are visited in score order and a
+joint layout S (at most the tokenizer's slots) is grown greedily. For detection k, ``ratio_k`` is the error
+p(x|y) explains inside k's box when k joins S (the per-cell drop from the map of S to the map of S + k, at least
+0) over the error k's single-object layout explains there alone, clamped to [0, 1]; the first visited detection
+has ratio 1. k joins S when ``ratio_k >= accept``. Every visited detection's score is multiplied by
+sqrt(ratio_k); detections beyond the first ``top_k`` (or visited after S is full) keep their scores. All maps are
+measured on the monitor's fixed pairs, as the class decision's are, so the result is deterministic.
+
+Measured (session 35, docs/detection.md, "Scores next to the other objects"; the settings were chosen on
+``dive_shapes_val`` images 0-99, AP / AP50 / AP75 53.1 / 88.3 / 54.4 -> 53.9 / 89.8 / 55.1): on images 100-499
+51.5 / 84.6 / 54.0 -> 51.6 / 85.5 / 53.7, the whole split 51.6 / 85.2 / 53.9 -> 51.9 / 86.3 / 53.7. Inside the
+detector the single-object maps are the class decision's, so the step costs at most ``top_k - 1`` joint layouts
+per image.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from detectron2.structures import Instances
+
+from .box_classes import BoxClassDecision
+from .error_map import box_mask, layout_error_maps
+
+if TYPE_CHECKING:
+    from ..modeling.meta_arch import DIVE
+
+
+class JointLayoutScores:
+    """Rescales the best detections' scores by what each explains beside the others; see the module docstring."""
+
+    def __init__(self, top_k: int = 8, accept: float = 0.5):
+        """
+        Args:
+            top_k: how many of the best-scored detections are rescored, >= 1.
+            accept: a detection whose ratio reaches this joins the joint layout the next ones are measured
+                against; in (0, 1].
+        """
+        if top_k < 1:
+            raise ValueError(f"JointLayoutScores: top_k (MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K) must be >= 1, "
+                             f"got {top_k}")
+        if not 0.0 < accept <= 1.0:
+            raise ValueError(f"JointLayoutScores: accept (MODEL.DIVE.INVERSION.JOINT_LAYOUT_ACCEPT) must be in "
+                             f"(0, 1], got {accept}")
+        self.top_k = top_k
+        self.accept = accept
+
+    @torch.no_grad()
+    def ratios(self, model: DIVE, latents: torch.Tensor, detections: Instances, timesteps: torch.Tensor,
+               noise: torch.Tensor, empty_map: torch.Tensor,
+               map_cache: dict[tuple[float, ...], torch.Tensor] | None = None) -> dict[int, float]:
+        """{index: ratio in [0, 1]} for each visited detection (indices into ``detections``, visited in
+        descending score order); arguments as in ``__call__``."""
+        height, width = detections.image_size
+        order = torch.argsort(detections.scores.detach().cpu(), descending=True, stable=True)
+        visited = order[: self.top_k]
+        boxes = detections.pred_boxes.tensor.detach().float().cpu()
+        classes = detections.pred_classes.detach().cpu()
+        class_maps = BoxClassDecision.class_error_maps(model, latents, boxes[visited], detections.image_size,
+                                                       timesteps, noise, map_cache)
+        single_maps = class_maps[torch.arange(len(visited)), classes[visited]].float()
+        empty = empty_map.detach().float().cpu()
+        normalised = boxes / torch.tensor([width, height, width, height], dtype=torch.float32)
+
+        def joint_map(indices: list[int]) -> torch.Tensor:
+            chosen = torch.tensor(indices, dtype=torch.int64)
+            layout = model.tokenizer.encode(boxes[chosen], classes[chosen], height, width)[None].to(latents.device)
+            return layout_error_maps(model, latents, layout, timesteps, noise)[0].float().cpu()
+
+        accepted: list[int] = []
+        accepted_map = empty
+        ratios = {}
+        for position, index in enumerate(visited.tolist()):
+            if len(accepted) >= model.tokenizer.num_slots:
+                break
+            inside = box_mask(normalised[index][None], *empty.shape)
+            alone = ((empty - single_maps[position]).clamp(min=0.0) * inside).sum()
+            with_index = single_maps[position] if not accepted else joint_map(accepted + [index])
+            gain = ((accepted_map - with_index).clamp(min=0.0) * inside).sum()
+            ratio = float((gain / alone).clamp(0.0, 1.0)) if alone > 0 else 0.0
+            ratios[index] = ratio
+            if ratio >= self.accept:
+                accepted.append(index)
+                accepted_map = with_index
+        return ratios
+
+    @torch.no_grad()
+    def __call__(self, model: DIVE, latents: torch.Tensor, detections: Instances, timesteps: torch.Tensor,
+                 noise: torch.Tensor, empty_map: torch.Tensor,
+                 map_cache: dict[tuple[float, ...], torch.Tensor] | None = None) -> Instances:
+        """The same detections with rescaled scores, sorted by score (descending).
+
+        Args:
+            model: the DIVE model; latents: (1, C, h, w) of the image.
+            detections: Instances with ``pred_boxes`` (XYXY, pixels of ``detections.image_size``), ``scores``,
+                ``pred_classes``.
+            timesteps: (K,) int64 and noise (K, C, h, w): the pairs the errors are measured on (the monitor's).
+            empty_map: (h, w) the image's empty-layout error map on the same pairs.
+            map_cache: each box's (classes, h, w) single-object error maps by its pixel XYXY tuple, as
+                ``BoxClassDecision`` keeps them; missing boxes are evaluated and added.
+        """
+        if latents.dim() != 4 or len(latents) != 1:
+            raise ValueError(f"JointLayoutScores: latents must be (1, C, h, w), got shape {tuple(latents.shape)}")
+        if empty_map.shape != latents.shape[-2:]:
+            raise ValueError(f"JointLayoutScores: empty_map must be (h, w) = {tuple(latents.shape[-2:])}, got "
+                             f"{tuple(empty_map.shape)}")
+        if len(detections) == 0:
+            return detections
+        ratios = self.ratios(model, latents, detections, timesteps, noise, empty_map, map_cache)
+        factors = torch.ones(len(detections))
+        for index, ratio in ratios.items():
+            factors[index] = ratio ** 0.5
+        rescored = Instances(detections.image_size, **detections.get_fields())
+        rescored.scores = detections.scores * factors.to(detections.scores.device, detections.scores.dtype)
+        return rescored[torch.argsort(rescored.scores, descending=True, stable=True)]
