@@ -13,6 +13,12 @@ reports COCOEvaluator's table for the cached and for the finished ("refined") de
 ``OUTPUT_DIR/cached/`` and ``OUTPUT_DIR/refined/`` (each readable by tools/objects_found.py). With nothing left
 to apply it stops with an error; ``--score-only`` reports the cached detections alone, as they are.
 
+``--finished-results`` (no cache) reads finished detections instead: the ``coco_instances_results.json`` files
+that COCOEvaluator wrote (this tool's ``OUTPUT_DIR/refined/``, or an evaluation's ``inference/``), each image's
+detections marked with every step before the joint-layout scores (``JOINT_LAYOUT_TOP_K``,
+joint_layout_scores.py), the only one left to apply; the two tables are then "cached" (the file's detections
+as they are) and "refined".
+
 ``--ground-truth-boxes`` (no cache) gives the class decision the dataset's own boxes instead: each image's
 ground-truth boxes, class 0 and score 1, marked refined and with candidates, so that only the class decision and
 its score apply (``RECLASSIFY_BOXES`` must be on). Its table, ``OUTPUT_DIR/ground_truth_boxes/``, is the AP the
@@ -26,6 +32,10 @@ steps after the inversion reach with perfect boxes: what is left to win by placi
       --weights weights/shapes/dive.pth --ground-truth-boxes --images 0 200 OUTPUT_DIR output/oracle_boxes
     # images 100-499 only (the REFINE_* defaults were chosen on images 0-99):
     .venv/bin/python tools/refine_cached_detections.py ... --images 100 400 OUTPUT_DIR output/refined_100to500
+    # the joint-layout scores on the finished detections of a run of this tool:
+    .venv/bin/python tools/refine_cached_detections.py --config-file configs/shapes/dive.yaml \
+      --weights weights/shapes/dive.pth --finished-results output/refined_shapes_val_full/refined/\
+    coco_instances_results.json MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K 8 OUTPUT_DIR output/joint_shapes_val_full
     # the box refinement alone (as session 27 measured it):
     .venv/bin/python tools/refine_cached_detections.py ... MODEL.DIVE.INVERSION.RECLASSIFY_BOXES False \
       MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES False OUTPUT_DIR ...
@@ -35,8 +45,10 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import shutil
+from collections import defaultdict
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
@@ -83,6 +95,45 @@ def ground_truth_output(record: dict, device: torch.device) -> dict:
     return {"instances": instances, "refined_boxes": 1, "candidate_boxes": 1}
 
 
+FINISHED_STEPS = ("refined_boxes", "candidate_boxes", "reclassified_boxes")
+
+
+def read_finished_results(paths: list[str], dataset: str) -> dict[int, list[dict]]:
+    """{image_id: [COCO result, ...]} of COCOEvaluator results files (``bbox`` XYWH in pixels, ``category_id``
+    mapped to the dataset's contiguous classes); an image found in two files is an error."""
+    to_contiguous = MetadataCatalog.get(dataset).get("thing_dataset_id_to_contiguous_id", None)
+    by_image = defaultdict(list)
+    source = {}
+    for path in paths:
+        with open(path) as f:
+            results = json.load(f)
+        if not isinstance(results, list) or any(not {"image_id", "bbox", "score", "category_id"} <= set(result)
+                                                for result in results):
+            raise ValueError(f"{path}: not a COCOEvaluator results file (a list of objects with image_id, bbox, "
+                             "score and category_id)")
+        for result in results:
+            image_id, category = result["image_id"], result["category_id"]
+            if source.setdefault(image_id, path) != path:
+                raise ValueError(f"image_id {image_id} has detections in both {source[image_id]} and {path}")
+            if to_contiguous is not None and category not in to_contiguous:
+                raise KeyError(f"{path}: category_id {category} is not a category of {dataset}")
+            by_image[image_id].append({**result, "category_id": to_contiguous[category] if to_contiguous
+                                       else category})
+    return by_image
+
+
+def finished_output(results: list[dict], item: dict, device: torch.device) -> dict:
+    """One image's finished detections (COCO results of ``read_finished_results``) as DIVE output at the image's
+    output size, marked with every step before the joint-layout scores."""
+    instances = Instances((item["height"], item["width"]))
+    boxes = [BoxMode.convert(list(result["bbox"]), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for result in results]
+    instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32, device=device).reshape(-1, 4))
+    instances.scores = torch.tensor([result["score"] for result in results], dtype=torch.float32, device=device)
+    instances.pred_classes = torch.tensor([result["category_id"] for result in results], dtype=torch.int64,
+                                          device=device)
+    return {"instances": instances, **dict.fromkeys(FINISHED_STEPS, 1)}
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     """Returns {dataset: {"cached": COCOEvaluator results, "refined": ...}} ("refined" absent with
     --score-only; {dataset: {"ground_truth_boxes": ...}} with --ground-truth-boxes)."""
@@ -95,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
                         help="evaluate records START .. START+COUNT-1 of each test dataset instead of all")
     parser.add_argument("--score-only", action="store_true",
                         help="report the cached detections as they are, without applying any step")
+    parser.add_argument("--finished-results", metavar="JSON", action="append",
+                        help="apply the joint-layout scores to the finished detections of a COCOEvaluator results "
+                             "file instead of reading a cache (repeat for several files)")
     parser.add_argument("--ground-truth-boxes", action="store_true",
                         help="give the class decision each image's ground-truth boxes instead of cached detections")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
@@ -109,7 +163,20 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     if args.images:
         datasets = [register_first_images(name, args.images[1], args.images[0]) for name in datasets]
     model = load_model(cfg, args.weights)
-    if args.ground_truth_boxes:
+    finished_results = {}
+    if args.finished_results:
+        if args.cache or args.ground_truth_boxes:
+            parser.error("--finished-results reads no cache and no ground truth: drop --cache and "
+                         "--ground-truth-boxes")
+        if model.joint_layout_scores is None and not args.score_only:
+            raise ValueError("--finished-results applies the joint-layout scores only: set "
+                             "MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K > 0 (or add --score-only)")
+        finished_results = {dataset: read_finished_results(args.finished_results, dataset) for dataset in datasets}
+        records = {}
+        logger.info("applying the joint-layout scores to the finished detections of %s",
+                    ", ".join(args.finished_results))
+        stages = ("cached",) if args.score_only else ("cached", "refined")
+    elif args.ground_truth_boxes:
         if args.cache or args.score_only:
             parser.error("--ground-truth-boxes reads no cache: drop --cache and --score-only")
         if model.box_classes is None:
@@ -125,13 +192,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
         logger.info("%s: %d cached image(s)", args.cache, len(records))
         steps = {"refined_boxes": model.box_refinement is not None,
                  "candidate_boxes": model.box_candidates is not None,
-                 "reclassified_boxes": model.box_classes is not None}
+                 "reclassified_boxes": model.box_classes is not None,
+                 "joint_layout_scores": model.joint_layout_scores is not None}
         missing = [step for step, configured in steps.items()
                    if configured and not all(record["extra"].get(step) for record in records.values())]
         if not args.score_only and not missing:
             raise ValueError(f"{args.cache}: its records carry every step the config turns on (REFINE_BOXES "
                              f"{steps['refined_boxes']}, ERROR_MAP_CANDIDATES {steps['candidate_boxes']}, "
-                             f"RECLASSIFY_BOXES {steps['reclassified_boxes']}), so nothing is left to apply; add "
+                             f"RECLASSIFY_BOXES {steps['reclassified_boxes']}, JOINT_LAYOUT_TOP_K > 0 "
+                             f"{steps['joint_layout_scores']}), so nothing is left to apply; add "
                              "--score-only to report them as they are")
         logger.info("applying to the cached detections: %s", ", ".join(missing) or "nothing (--score-only)")
         stages = ("cached",) if args.score_only else ("cached", "refined")
@@ -145,7 +214,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
         truth = ({record["image_id"]: record for record in DatasetCatalog.get(dataset)} if args.ground_truth_boxes
                  else {})
         for batch in tqdm(build_detection_test_loader(cfg, dataset), desc=dataset, unit="batch"):
-            if args.ground_truth_boxes:
+            if args.finished_results:
+                given = [finished_output(finished_results[dataset].get(item["image_id"], []), item, model.device)
+                         for item in batch]
+                evaluators["cached"].process(batch, given)
+                if args.score_only:
+                    continue
+            elif args.ground_truth_boxes:
                 given = [ground_truth_output(truth[item["image_id"]], model.device) for item in batch]
             else:
                 keys = [image_key(item) for item in batch]
