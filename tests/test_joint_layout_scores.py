@@ -14,17 +14,17 @@ from .test_inversion import detections_of, tiny_model
 OBJECTS = ((0, 0, 32, 32), (32, 32, 64, 64))
 
 
-def empty_map() -> torch.Tensor:
+def empty_map(objects=OBJECTS) -> torch.Tensor:
     error = torch.zeros(16, 16)
-    for x0, y0, x1, y1 in OBJECTS:
+    for x0, y0, x1, y1 in objects:
         error[y0 // 4 : y1 // 4, x0 // 4 : x1 // 4] = 1.0
     return error
 
 
-def planted_maps(tokenizer, seen):
+def planted_maps(tokenizer, seen, objects):
     """p(x|y)'s stand-in: every box of a layout explains the object error on the cells inside it."""
     def maps(model, latents, layouts, timesteps, noise):
-        out = empty_map().repeat(len(layouts), 1, 1)
+        out = empty_map(objects).repeat(len(layouts), 1, 1)
         for row, layout in enumerate(layouts):
             decoded = tokenizer.decode(layout, 64, 64)
             seen.append(len(decoded.boxes))
@@ -34,13 +34,15 @@ def planted_maps(tokenizer, seen):
     return maps
 
 
-def rescore(monkeypatch, detections, top_k=8, accept=0.5):
+def rescore(monkeypatch, detections, top_k=8, accept=0.5, objects=OBJECTS):
     model = tiny_model()
     seen = []
-    monkeypatch.setattr(box_classes_module, "layout_error_maps", planted_maps(model.tokenizer, seen))
-    monkeypatch.setattr(joint_module, "layout_error_maps", planted_maps(model.tokenizer, seen))
+    monkeypatch.setattr(box_classes_module, "layout_error_maps", planted_maps(model.tokenizer, seen, objects))
+    monkeypatch.setattr(joint_module, "layout_error_maps", planted_maps(model.tokenizer, seen, objects))
     pairs = (torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, 16, 16))
-    return JointLayoutScores(top_k, accept)(model, torch.zeros(1, 3, 16, 16), detections, *pairs, empty_map()), seen
+    rescored = JointLayoutScores(top_k, accept)(model, torch.zeros(1, 3, 16, 16), detections, *pairs,
+                                                empty_map(objects))
+    return rescored, seen
 
 
 def test_a_part_and_a_union_of_found_objects_score_nothing_and_a_second_object_keeps_its_score(monkeypatch):
@@ -69,6 +71,15 @@ def test_only_the_top_k_are_rescored_and_a_part_measured_alone_keeps_its_score(m
     straddling = [16, 16, 48, 48]
     rescored, _ = rescore(monkeypatch, detections_of([whole, straddling], [1, 0], [0.9, 0.8]))
     assert rescored.scores.tolist() == pytest.approx([0.9, 0.8 * 0.5**0.5])
+
+
+def test_a_detection_visited_once_the_joint_layout_fills_the_slots_keeps_its_score(monkeypatch):
+    quadrants = ((0, 0, 32, 32), (32, 0, 64, 32), (0, 32, 32, 64), (32, 32, 64, 64))
+    assert tiny_model().tokenizer.num_slots == len(quadrants)
+    part = [0, 0, 16, 32]  # a layout of five would drop it (the largest objects are kept), so it is not measured
+    found = detections_of([*map(list, quadrants), part], [0, 1, 2, 0, 0], [0.9, 0.8, 0.7, 0.6, 0.5])
+    rescored, _ = rescore(monkeypatch, found, objects=quadrants)
+    assert rescored.scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5])
 
 
 def test_bad_settings_and_shapes_are_refused(monkeypatch):
