@@ -8,7 +8,7 @@ from dive_d2.inversion import BoxClassDecision
 from dive_d2.inversion import box_classes as box_classes_module
 from dive_d2.inversion.box_classes import errors_inside_boxes, greedy_marginal_scores, won_cell_scores
 
-from .test_dive_training import make_input
+from .test_dive_training import detector_inputs
 from .test_inversion import detections_of, tiny_model
 
 
@@ -73,8 +73,7 @@ def test_the_detector_reclassifies_what_it_would_return_and_finishes_only_missin
                        "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", score, "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES",
                        "False")
     assert model.box_classes.score == score
-    inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
-              make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
+    inputs = detector_inputs()
     with torch.no_grad():
         finished = model(inputs)
         decision, model.box_classes = model.box_classes, None

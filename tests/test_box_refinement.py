@@ -10,7 +10,7 @@ import torch
 from dive_d2.inversion import ErrorMapBoxRefinement
 from dive_d2.inversion.box_refinement import support_box
 
-from .test_dive_training import make_input
+from .test_dive_training import detector_inputs
 from .test_inversion import TINY_INVERSION, detections_of, tiny_model
 
 
@@ -73,8 +73,7 @@ def test_the_detector_refines_what_it_would_return_unrefined():
     model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.REFINE_THRESHOLD", "0.5",
                        "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "False", "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES",
                        "False")
-    inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
-              make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
+    inputs = detector_inputs()
     with torch.no_grad():
         refined = model(inputs)
         refinement, model.box_refinement = model.box_refinement, None

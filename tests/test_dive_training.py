@@ -37,6 +37,13 @@ def make_input(channels, height, width, boxes, classes, seed=0):
     return {"image": image, "height": height, "width": width, "instances": instances}
 
 
+def detector_inputs() -> list[dict]:
+    """Two unannotated images for the detector's eval path: a 64 x 64 one, and a 40 x 72 grey one whose detections
+    are asked at 80 x 144 (another output size)."""
+    return [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
+            make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
+
+
 def mixed_batch():
     return [
         make_input(3, 64, 64, [[4, 4, 20, 30], [30, 30, 60, 50]], [0, 2]),

@@ -13,7 +13,7 @@ from dive_d2.inversion.error_map import box_mask
 from dive_d2.inversion.error_map_candidates import enclosed_boxes, grow_into, split_regions
 
 from .test_box_refinement import blob_map
-from .test_dive_training import make_input
+from .test_dive_training import detector_inputs
 from .test_inversion import detections_of, tiny_model
 
 
@@ -257,8 +257,7 @@ def test_the_detector_adds_candidates_before_the_class_decision_and_a_cache_gets
                        "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "True",
                        "MODEL.DIVE.INVERSION.CANDIDATE_RESIDUALS", str(residuals))
     assert model.box_candidates.residuals == residuals
-    inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
-              make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
+    inputs = detector_inputs()
     with torch.no_grad():
         finished = model(inputs)
         steps = model.box_candidates, model.box_classes

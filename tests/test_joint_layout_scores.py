@@ -7,7 +7,7 @@ from dive_d2.inversion import JointLayoutScores
 from dive_d2.inversion import box_classes as box_classes_module
 from dive_d2.inversion import joint_layout_scores as joint_module
 
-from .test_dive_training import make_input
+from .test_dive_training import detector_inputs
 from .test_inversion import detections_of, tiny_model
 
 # 64 x 64 image, 16 x 16 latent grid (4 px per cell); two objects leave error where they are.
@@ -103,8 +103,7 @@ def test_the_detector_rescores_last_and_finishing_cached_detections_gives_the_sa
                        "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "True",
                        "MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K", "4")
     assert model.joint_layout_scores.top_k == 4
-    inputs = [make_input(3, 64, 64, [], [], seed=0) | {"image_id": 0},
-              make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
+    inputs = detector_inputs()
     with torch.no_grad():
         finished = model(inputs)
         rescoring, model.joint_layout_scores = model.joint_layout_scores, None

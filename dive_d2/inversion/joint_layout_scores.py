@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 import torch
 from detectron2.structures import Instances
 
-from .box_classes import BoxClassDecision
-from .error_map import box_mask, layout_error_maps
+from .box_classes import BoxClassDecision, explained_inside_boxes
+from .error_map import layout_error_maps
 
 if TYPE_CHECKING:
     from ..modeling.meta_arch import DIVE
@@ -84,10 +84,10 @@ class JointLayoutScores:
         for position, index in enumerate(visited.tolist()):
             if len(accepted) >= model.tokenizer.num_slots:
                 break
-            inside = box_mask(normalised[index][None], *empty.shape)
-            alone = ((empty - single_maps[position]).clamp(min=0.0) * inside).sum()
+            box = normalised[index][None]
+            alone = explained_inside_boxes(empty, single_maps[position][None], box).sum()
             with_index = single_maps[position] if not accepted else joint_map(accepted + [index])
-            gain = ((accepted_map - with_index).clamp(min=0.0) * inside).sum()
+            gain = explained_inside_boxes(accepted_map, with_index[None], box).sum()
             ratio = float((gain / alone).clamp(0.0, 1.0)) if alone > 0 else 0.0
             ratios[index] = ratio
             if ratio >= self.accept:
@@ -121,6 +121,8 @@ class JointLayoutScores:
         factors = torch.ones(len(detections))
         for index, ratio in ratios.items():
             factors[index] = ratio ** 0.5
-        rescored = Instances(detections.image_size, **detections.get_fields())
-        rescored.scores = detections.scores * factors.to(detections.scores.device, detections.scores.dtype)
-        return rescored[torch.argsort(rescored.scores, descending=True, stable=True)]
+        scores = detections.scores * factors.to(detections.scores.device, detections.scores.dtype)
+        order = torch.argsort(scores, descending=True, stable=True)
+        rescored = detections[order]
+        rescored.scores = scores[order]
+        return rescored

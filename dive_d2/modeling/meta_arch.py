@@ -478,8 +478,8 @@ class DIVE(nn.Module):
                              "(\"joint_layout_scores\"), the last step; finish cached detections before it")
         empty_maps = None
         # One empty-layout map per image (on the monitor's pairs) serves every step that reads it.
-        pairs = self.inversion.monitor_pairs_for(self, latents)[:2]
         if refine or candidates or joint or (reclassify and self.box_classes.score != "layout"):
+            pairs = self.inversion.monitor_pairs_for(self, latents)[:2]
             empty_maps = empty_layout_error_map(self, latents, *pairs)
         if refine:
             self.refine_boxes(latents, outputs, empty_maps)
