@@ -209,9 +209,11 @@ def add_dive_config(cfg: CN) -> CN:
     # Not in the paper: after everything above, rescore the JOINT_LAYOUT_TOP_K best detections by what each one's
     # object explains inside its box next to a joint layout of the better ones (those reaching JOINT_LAYOUT_ACCEPT
     # of what they explain alone join it), so parts and unions of found objects drop; 0: off
-    # (joint_layout_scores.py).
+    # (joint_layout_scores.py). Each score is multiplied by that ratio to the power JOINT_LAYOUT_EXPONENT
+    # (session 35 used 0.5).
     cfg.MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K = 0
     cfg.MODEL.DIVE.INVERSION.JOINT_LAYOUT_ACCEPT = 0.5
+    cfg.MODEL.DIVE.INVERSION.JOINT_LAYOUT_EXPONENT = 0.3
     # Let CUDA run the inversion's convolutions and matrix products in TF32 (PyTorch's cuDNN default): about 20%
     # faster on an H200 but 1.6 AP50 lower on dive_shapes_val (dive_d2/inversion/precision.py). No effect on CPU.
     cfg.MODEL.DIVE.INVERSION.ALLOW_TF32 = False

@@ -34,14 +34,14 @@ def planted_maps(tokenizer, seen, objects):
     return maps
 
 
-def rescore(monkeypatch, detections, top_k=8, accept=0.5, objects=OBJECTS):
+def rescore(monkeypatch, detections, top_k=8, accept=0.5, objects=OBJECTS, exponent=0.3):
     model = tiny_model()
     seen = []
     monkeypatch.setattr(box_classes_module, "layout_error_maps", planted_maps(model.tokenizer, seen, objects))
     monkeypatch.setattr(joint_module, "layout_error_maps", planted_maps(model.tokenizer, seen, objects))
     pairs = (torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, 16, 16))
-    rescored = JointLayoutScores(top_k, accept)(model, torch.zeros(1, 3, 16, 16), detections, *pairs,
-                                                empty_map(objects))
+    rescored = JointLayoutScores(top_k, accept, exponent)(model, torch.zeros(1, 3, 16, 16), detections, *pairs,
+                                                          empty_map(objects))
     return rescored, seen
 
 
@@ -67,10 +67,12 @@ def test_only_the_top_k_are_rescored_and_a_part_measured_alone_keeps_its_score(m
     half = [16, 0, 48, 32]  # its only error lies on the whole object, explained already
     rescored, _ = rescore(monkeypatch, detections_of([whole, half], [1, 0], [0.9, 0.8]))
     assert rescored.scores.tolist() == pytest.approx([0.9, 0.0])
-    # A quarter of each object: next to the whole box it explains half of its own error, so its score * sqrt(1/2).
+    # A quarter of each object: next to the whole box it explains half of its own error, so its score * (1/2)^0.3.
     straddling = [16, 16, 48, 48]
     rescored, _ = rescore(monkeypatch, detections_of([whole, straddling], [1, 0], [0.9, 0.8]))
-    assert rescored.scores.tolist() == pytest.approx([0.9, 0.8 * 0.5**0.5])
+    assert rescored.scores.tolist() == pytest.approx([0.9, 0.8 * 0.5**0.3])
+    rescored, _ = rescore(monkeypatch, detections_of([whole, straddling], [1, 0], [0.9, 0.8]), exponent=1.0)
+    assert rescored.scores.tolist() == pytest.approx([0.9, 0.8 * 0.5])
 
 
 def test_a_detection_visited_once_the_joint_layout_fills_the_slots_keeps_its_score(monkeypatch):
@@ -87,6 +89,8 @@ def test_bad_settings_and_shapes_are_refused(monkeypatch):
         JointLayoutScores(0)
     with pytest.raises(ValueError, match=r"accept .* must be in \(0, 1\], got 1.5"):
         JointLayoutScores(4, 1.5)
+    with pytest.raises(ValueError, match=r"exponent .* must be > 0, got 0.0"):
+        JointLayoutScores(4, 0.5, 0.0)
     with pytest.raises(ValueError, match="JOINT_LAYOUT_TOP_K"):
         tiny_model("MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K", "-1")
     model = tiny_model()

@@ -13,12 +13,15 @@ joint layout S (at most the tokenizer's slots) is grown greedily. For detection 
 p(x|y) explains inside k's box when k joins S (the per-cell drop from the map of S to the map of S + k, at least
 0) over the error k's single-object layout explains there alone, clamped to [0, 1]; the first visited detection
 has ratio 1. k joins S when ``ratio_k >= accept``. Every visited detection's score is multiplied by
-sqrt(ratio_k); detections beyond the first ``top_k`` (or visited after S is full) keep their scores. All maps are
+ratio_k ** exponent (session 35: 0.5; 0.3 since session 36); detections beyond the first ``top_k`` (or visited after
+S is full) keep their scores. All maps are
 measured on the monitor's fixed pairs, as the class decision's are, so the result is deterministic.
 
 Measured (session 35, docs/detection.md, "Scores next to the other objects"; the settings were chosen on
 ``dive_shapes_val`` images 0-99, AP / AP50 / AP75 53.1 / 88.3 / 54.4 -> 53.9 / 89.8 / 55.1): on images 100-499
-51.5 / 84.6 / 54.0 -> 51.6 / 85.5 / 53.7, the whole split 51.6 / 85.2 / 53.9 -> 51.9 / 86.3 / 53.7. Inside the
+51.5 / 84.6 / 54.0 -> 51.6 / 85.5 / 53.7, the whole split 51.6 / 85.2 / 53.9 -> 51.9 / 86.3 / 53.7. The exponent
+0.3 (session 36, chosen on images 0-99 from the same ratios: 0.25-0.35 tie there at AP50 90.1 against 89.8 for
+0.5) gives 52.0 / 86.1 / 54.1 on images 100-499 and 52.2 / 86.8 / 54.1 on the whole split. Inside the
 detector the single-object maps are the class decision's, so the step costs at most ``top_k - 1`` joint layouts
 per image.
 """
@@ -40,12 +43,14 @@ if TYPE_CHECKING:
 class JointLayoutScores:
     """Rescales the best detections' scores by what each explains beside the others; see the module docstring."""
 
-    def __init__(self, top_k: int = 8, accept: float = 0.5):
+    def __init__(self, top_k: int = 8, accept: float = 0.5, exponent: float = 0.3):
         """
         Args:
             top_k: how many of the best-scored detections are rescored, >= 1.
             accept: a detection whose ratio reaches this joins the joint layout the next ones are measured
                 against; in (0, 1].
+            exponent: each visited detection's score is multiplied by its ratio to this power; > 0 (smaller
+                keeps more of a partly explained detection's score).
         """
         if top_k < 1:
             raise ValueError(f"JointLayoutScores: top_k (MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K) must be >= 1, "
@@ -53,8 +58,12 @@ class JointLayoutScores:
         if not 0.0 < accept <= 1.0:
             raise ValueError(f"JointLayoutScores: accept (MODEL.DIVE.INVERSION.JOINT_LAYOUT_ACCEPT) must be in "
                              f"(0, 1], got {accept}")
+        if not exponent > 0.0:
+            raise ValueError(f"JointLayoutScores: exponent (MODEL.DIVE.INVERSION.JOINT_LAYOUT_EXPONENT) must be > 0, "
+                             f"got {exponent}")
         self.top_k = top_k
         self.accept = accept
+        self.exponent = exponent
 
     @torch.no_grad()
     def ratios(self, model: DIVE, latents: torch.Tensor, detections: Instances, timesteps: torch.Tensor,
@@ -120,7 +129,7 @@ class JointLayoutScores:
         ratios = self.ratios(model, latents, detections, timesteps, noise, empty_map, map_cache)
         factors = torch.ones(len(detections))
         for index, ratio in ratios.items():
-            factors[index] = ratio ** 0.5
+            factors[index] = ratio**self.exponent
         scores = detections.scores * factors.to(detections.scores.device, detections.scores.dtype)
         order = torch.argsort(scores, descending=True, stable=True)
         rescored = detections[order]

@@ -254,7 +254,8 @@ class DIVE(nn.Module):
                             if dive.INVERSION.RECLASSIFY_BOXES else None),
             "box_candidates": ErrorMapCandidates.from_config(cfg),
             "joint_layout_scores": (JointLayoutScores(dive.INVERSION.JOINT_LAYOUT_TOP_K,
-                                                      dive.INVERSION.JOINT_LAYOUT_ACCEPT)
+                                                      dive.INVERSION.JOINT_LAYOUT_ACCEPT,
+                                                      dive.INVERSION.JOINT_LAYOUT_EXPONENT)
                                     if dive.INVERSION.JOINT_LAYOUT_TOP_K != 0 else None),
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
             "ranking_weight": dive.RANKING.WEIGHT,
