@@ -8,7 +8,7 @@ from dive_d2.inversion import BoxClassDecision
 from dive_d2.inversion import box_classes as box_classes_module
 from dive_d2.inversion.box_classes import errors_inside_boxes, greedy_marginal_scores, won_cell_scores
 
-from .test_dive_training import detector_inputs
+from .test_dive_training import detections_with_and_without, detector_inputs
 from .test_inversion import detections_of, tiny_model
 
 
@@ -73,13 +73,8 @@ def test_the_detector_reclassifies_what_it_would_return_and_finishes_only_missin
                        "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", score, "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES",
                        "False")
     assert model.box_classes.score == score
-    inputs = detector_inputs()
+    finished, refined_only, latents = detections_with_and_without(model, detector_inputs(), "box_classes")
     with torch.no_grad():
-        finished = model(inputs)
-        decision, model.box_classes = model.box_classes, None
-        refined_only = model(inputs)
-        model.box_classes = decision
-        latents = model.first_stage.encode(model.preprocess_images(inputs))
         assert model.finish_detections(latents, refined_only) == ["reclassified_boxes"]
         assert model.finish_detections(latents, refined_only) == []
     assert any(len(output["instances"]) for output in finished), "no detections: nothing would be compared"

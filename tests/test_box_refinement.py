@@ -10,7 +10,7 @@ import torch
 from dive_d2.inversion import ErrorMapBoxRefinement
 from dive_d2.inversion.box_refinement import support_box
 
-from .test_dive_training import detector_inputs
+from .test_dive_training import detections_with_and_without, detector_inputs
 from .test_inversion import TINY_INVERSION, detections_of, tiny_model
 
 
@@ -73,19 +73,15 @@ def test_the_detector_refines_what_it_would_return_unrefined():
     model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.REFINE_THRESHOLD", "0.5",
                        "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "False", "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES",
                        "False")
-    inputs = detector_inputs()
+    refined, plain, latents = detections_with_and_without(model, detector_inputs(), "box_refinement")
     with torch.no_grad():
-        refined = model(inputs)
-        refinement, model.box_refinement = model.box_refinement, None
-        plain = model(inputs)
-        model.box_refinement = refinement
-        model.refine_boxes(model.first_stage.encode(model.preprocess_images(inputs)), plain)
+        model.refine_boxes(latents, plain)
     for ours, theirs in zip(refined, plain, strict=True):
         assert ours["refined_boxes"] == theirs["refined_boxes"] == 1
         for mine, other in zip(fields(ours["instances"]), fields(theirs["instances"]), strict=True):
             assert torch.equal(mine, other)
     with pytest.raises(ValueError, match="refined already"):
-        model.refine_boxes(model.first_stage.encode(model.preprocess_images(inputs)), plain)
+        model.refine_boxes(latents, plain)
 
 
 def test_the_cache_tool_scores_the_cached_detections_and_finishes_them_as_the_detector_does(tmp_path):

@@ -44,6 +44,23 @@ def detector_inputs() -> list[dict]:
             make_input(1, 40, 72, [], [], seed=5) | {"image_id": 5, "height": 80, "width": 144}]
 
 
+def detections_with_and_without(model, inputs: list[dict], *steps: str) -> tuple[list, list, torch.Tensor]:
+    """The detector's eval outputs on ``inputs`` with every step, and with the DIVE attributes named in ``steps``
+    set to None (restored after), plus the images' latents (B, C, h, w) to finish the second outputs with."""
+    with torch.no_grad():
+        finished = model(inputs)
+        kept = [getattr(model, step) for step in steps]
+        for step in steps:
+            setattr(model, step, None)
+        try:
+            without = model(inputs)
+        finally:
+            for step, module in zip(steps, kept, strict=True):
+                setattr(model, step, module)
+        latents = model.first_stage.encode(model.preprocess_images(inputs))
+    return finished, without, latents
+
+
 def mixed_batch():
     return [
         make_input(3, 64, 64, [[4, 4, 20, 30], [30, 30, 60, 50]], [0, 2]),

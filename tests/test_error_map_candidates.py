@@ -13,7 +13,7 @@ from dive_d2.inversion.error_map import box_mask
 from dive_d2.inversion.error_map_candidates import enclosed_boxes, grow_into, split_regions
 
 from .test_box_refinement import blob_map
-from .test_dive_training import detector_inputs
+from .test_dive_training import detections_with_and_without, detector_inputs
 from .test_inversion import detections_of, tiny_model
 
 
@@ -257,19 +257,14 @@ def test_the_detector_adds_candidates_before_the_class_decision_and_a_cache_gets
                        "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "True",
                        "MODEL.DIVE.INVERSION.CANDIDATE_RESIDUALS", str(residuals))
     assert model.box_candidates.residuals == residuals
-    inputs = detector_inputs()
+    finished, refined_only, latents = detections_with_and_without(model, detector_inputs(), "box_candidates",
+                                                                  "box_classes")
     with torch.no_grad():
-        finished = model(inputs)
-        steps = model.box_candidates, model.box_classes
-        model.box_candidates = model.box_classes = None
-        refined_only = model(inputs)
-        model.box_candidates, model.box_classes = steps
-        latents = model.first_stage.encode(model.preprocess_images(inputs))
         reclassified_only = [dict(output) for output in refined_only]
         assert model.finish_detections(latents, refined_only) == ["candidate_boxes", "reclassified_boxes"]
-        model.box_candidates = None
+        candidates, model.box_candidates = model.box_candidates, None
         model.finish_detections(latents, reclassified_only)
-        model.box_candidates = steps[0]
+        model.box_candidates = candidates
     for ours, theirs in zip(finished, refined_only, strict=True):
         assert ours["candidate_boxes"] == theirs["candidate_boxes"] == 1
         assert torch.equal(ours["instances"].pred_boxes.tensor, theirs["instances"].pred_boxes.tensor)

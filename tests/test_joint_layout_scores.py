@@ -7,7 +7,7 @@ from dive_d2.inversion import JointLayoutScores
 from dive_d2.inversion import box_classes as box_classes_module
 from dive_d2.inversion import joint_layout_scores as joint_module
 
-from .test_dive_training import detector_inputs
+from .test_dive_training import detections_with_and_without, detector_inputs
 from .test_inversion import detections_of, tiny_model
 
 # 64 x 64 image, 16 x 16 latent grid (4 px per cell); two objects leave error where they are.
@@ -107,13 +107,8 @@ def test_the_detector_rescores_last_and_finishing_cached_detections_gives_the_sa
                        "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "True",
                        "MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K", "4")
     assert model.joint_layout_scores.top_k == 4
-    inputs = detector_inputs()
+    finished, before, latents = detections_with_and_without(model, detector_inputs(), "joint_layout_scores")
     with torch.no_grad():
-        finished = model(inputs)
-        rescoring, model.joint_layout_scores = model.joint_layout_scores, None
-        before = model(inputs)
-        model.joint_layout_scores = rescoring
-        latents = model.first_stage.encode(model.preprocess_images(inputs))
         assert model.finish_detections(latents, before) == ["joint_layout_scores"]
         assert model.finish_detections(latents, before) == []
     assert any(len(output["instances"]) for output in finished), "no detections: nothing would be compared"

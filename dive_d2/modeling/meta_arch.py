@@ -468,13 +468,13 @@ class DIVE(nn.Module):
         reclassify = (self.box_classes is not None
                       and not any(output.get("reclassified_boxes") for output in outputs))
         candidates = self.box_candidates is not None and not any(output.get("candidate_boxes") for output in outputs)
-        joint = (self.joint_layout_scores is not None
-                 and not any(output.get("joint_layout_scores") for output in outputs))
+        rescored = any(output.get("joint_layout_scores") for output in outputs)
+        joint = self.joint_layout_scores is not None and not rescored
         if candidates and not reclassify:
             raise ValueError("DIVE.finish_detections: these detections are reclassified already "
                              "(\"reclassified_boxes\"), so the error map's candidate boxes can no longer get classes; "
                              "finish the cached detections before the class decision")
-        if (refine or candidates or reclassify) and any(output.get("joint_layout_scores") for output in outputs):
+        if (refine or candidates or reclassify) and rescored:
             raise ValueError("DIVE.finish_detections: these detections carry joint-layout scores already "
                              "(\"joint_layout_scores\"), the last step; finish cached detections before it")
         empty_maps = None
