@@ -2,6 +2,7 @@
 (which also applies the class decision, tests/test_box_classes.py)."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -20,6 +21,17 @@ def blob_map(height=32, width=32, blobs=((10, 16, 8, 14),), value=1.0):
     for y0, y1, x0, x1 in blobs:
         error_map[y0:y1, x0:x1] = value
     return error_map
+
+
+class WarningsKept(logging.Handler):
+    """Keeps the messages of the warnings logged to it (Detectron2's loggers do not propagate to caplog)."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
 
 
 def fields(instances):
@@ -126,6 +138,15 @@ def test_the_cache_tool_scores_the_cached_detections_and_finishes_them_as_the_de
     assert rescored[dataset]["refined"]["bbox"] == pytest.approx(detector["bbox"], nan_ok=True)
     with pytest.raises(ValueError, match="JOINT_LAYOUT_TOP_K > 0"):
         tool.main([*from_results, *opts, *steps_on, "OUTPUT_DIR", str(tmp_path / "no_joint")])
+    warnings = WarningsKept()  # images the files do not cover are evaluated as empty, and the tool says so
+    logging.getLogger("refine_cached_detections").addHandler(warnings)
+    try:
+        tool.main([*from_results, *opts, *steps_on, *joint, "OUTPUT_DIR", str(tmp_path / "joint")])
+        assert warnings.messages == []
+        tool.main([*from_results, *opts[:-1], "3", *steps_on, *joint, "OUTPUT_DIR", str(tmp_path / "joint3")])
+    finally:
+        logging.getLogger("refine_cached_detections").removeHandler(warnings)
+    assert len(warnings.messages) == 1 and "1 of 3 image(s) have no detections" in warnings.messages[0]
     with pytest.raises(KeyError, match=r"no cached detections for image_id \[3\]"):
         tool.main([*common, *opts[:-1], "3", *steps_on, "OUTPUT_DIR", str(tmp_path / "more")])
     with pytest.raises(ValueError, match="nothing is left to apply"):
