@@ -132,21 +132,20 @@ def test_the_cache_tool_scores_the_cached_detections_and_finishes_them_as_the_de
     joint = ["MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K", "3"]
     from_results = ["--config-file", config, "--weights", str(tmp_path / "tiny.pth"), "--finished-results",
                     str(tmp_path / "refined" / "refined" / "coco_instances_results.json")]
-    rescored = tool.main([*from_results, *opts, *steps_on, *joint, "OUTPUT_DIR", str(tmp_path / "joint")])
-    assert rescored[dataset]["cached"]["bbox"] == pytest.approx(results[dataset]["refined"]["bbox"], nan_ok=True)
-    detector = evaluate(*steps_on, *joint, "OUTPUT_DIR", str(tmp_path / "eval_joint"), "TEST.DETECTIONS_CACHE", "")
-    assert rescored[dataset]["refined"]["bbox"] == pytest.approx(detector["bbox"], nan_ok=True)
-    with pytest.raises(ValueError, match="JOINT_LAYOUT_TOP_K > 0"):
-        tool.main([*from_results, *opts, *steps_on, "OUTPUT_DIR", str(tmp_path / "no_joint")])
     warnings = WarningsKept()  # images the files do not cover are evaluated as empty, and the tool says so
     logging.getLogger("refine_cached_detections").addHandler(warnings)
     try:
-        tool.main([*from_results, *opts, *steps_on, *joint, "OUTPUT_DIR", str(tmp_path / "joint")])
+        rescored = tool.main([*from_results, *opts, *steps_on, *joint, "OUTPUT_DIR", str(tmp_path / "joint")])
         assert warnings.messages == []
         tool.main([*from_results, *opts[:-1], "3", *steps_on, *joint, "OUTPUT_DIR", str(tmp_path / "joint3")])
     finally:
         logging.getLogger("refine_cached_detections").removeHandler(warnings)
     assert len(warnings.messages) == 1 and "1 of 3 image(s) have no detections" in warnings.messages[0]
+    assert rescored[dataset]["cached"]["bbox"] == pytest.approx(results[dataset]["refined"]["bbox"], nan_ok=True)
+    detector = evaluate(*steps_on, *joint, "OUTPUT_DIR", str(tmp_path / "eval_joint"), "TEST.DETECTIONS_CACHE", "")
+    assert rescored[dataset]["refined"]["bbox"] == pytest.approx(detector["bbox"], nan_ok=True)
+    with pytest.raises(ValueError, match="JOINT_LAYOUT_TOP_K > 0"):
+        tool.main([*from_results, *opts, *steps_on, "OUTPUT_DIR", str(tmp_path / "no_joint")])
     with pytest.raises(KeyError, match=r"no cached detections for image_id \[3\]"):
         tool.main([*common, *opts[:-1], "3", *steps_on, "OUTPUT_DIR", str(tmp_path / "more")])
     with pytest.raises(ValueError, match="nothing is left to apply"):

@@ -213,8 +213,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
             evaluator.reset()
         truth = ({record["image_id"]: record for record in DatasetCatalog.get(dataset)} if args.ground_truth_boxes
                  else {})
+        images, absent = 0, []  # --finished-results: images the files hold no line for
         for batch in tqdm(build_detection_test_loader(cfg, dataset), desc=dataset, unit="batch"):
             if args.finished_results:
+                images += len(batch)
+                absent += [item["image_id"] for item in batch if item["image_id"] not in finished_results[dataset]]
                 given = [finished_output(finished_results[dataset].get(item["image_id"], []), item, model.device)
                          for item in batch]
                 evaluators["cached"].process(batch, given)
@@ -236,15 +239,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
             with torch.no_grad(), tf32_allowed(model.allow_tf32):
                 model.finish_detections(model.first_stage.encode(model.preprocess_images(batch)), finished)
             evaluators[stages[-1]].process(batch, finished)
-        if args.finished_results:
+        if absent:
             # COCOEvaluator writes no line for an image without detections, so an absent image is legal, but a
             # file of another slice or split looks the same: say how many were read as empty.
-            absent = [record["image_id"] for record in DatasetCatalog.get(dataset)
-                      if record["image_id"] not in finished_results[dataset]]
-            if absent:
-                logger.warning("%s: %d of %d image(s) have no detections in the --finished-results files and "
-                               "are evaluated as having none (image_id %s%s)", dataset, len(absent),
-                               len(DatasetCatalog.get(dataset)), absent[:10], " ..." if len(absent) > 10 else "")
+            logger.warning("%s: %d of %d image(s) have no detections in the --finished-results files and are "
+                           "evaluated as having none (image_id %s%s)", dataset, len(absent), images, absent[:10],
+                           " ..." if len(absent) > 10 else "")
         results[dataset] = {}
         for name, evaluator in evaluators.items():
             logger.info("%s, %s detections:", dataset, name)
