@@ -20,6 +20,9 @@ def add_dive_config(cfg: CN) -> CN:
     # Evaluate on the first N images of each test dataset only (0: all). For quick runs; the subset is
     # the dataset's first N records, so it is the same on every machine.
     cfg.DATASETS.TEST_LIMIT = 0
+    # With TEST_LIMIT N, start at record S instead of 0 (records S .. S+N-1): a long evaluation can be split
+    # into slices that sessions or machines invert one at a time.
+    cfg.DATASETS.TEST_START = 0
     # DIVE evaluations keep each image's detections in this folder (relative to OUTPUT_DIR, or absolute) as
     # soon as its batch is inverted, and a rerun of the same evaluation reads them back instead of inverting
     # again, so an interrupted 500-image run resumes (dive_d2/evaluation/detections_cache.py). Files are per

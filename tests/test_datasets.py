@@ -177,3 +177,23 @@ def test_coco_categories_are_matched_by_name(tmp_path):
     with pytest.raises(ValueError, match="hexagon"):
         register_coco_json("bad_coco_for_test", json_path, str(tmp_path / "images"), list(SHAPES_CLASSES))
     assert "bad_coco_for_test" not in DatasetCatalog.list()
+
+
+def test_test_start_and_limit_select_a_slice_of_the_test_split():
+    from detectron2.config import get_cfg
+
+    from dive_d2.config import add_dive_config
+    from dive_d2.data import prepare_datasets_from_config
+
+    cfg = add_dive_config(get_cfg())
+    cfg.DATASETS.TEST = ("dive_shapes_val",)
+    cfg.DATASETS.TEST_LIMIT, cfg.DATASETS.TEST_START = 3, 5
+    (name,) = prepare_datasets_from_config(cfg).DATASETS.TEST
+    whole = DatasetCatalog.get("dive_shapes_val")
+    assert [r["image_id"] for r in DatasetCatalog.get(name)] == [r["image_id"] for r in whole[5:8]]
+    assert MetadataCatalog.get(name).thing_classes == MetadataCatalog.get("dive_shapes_val").thing_classes
+
+    cfg = add_dive_config(get_cfg())
+    cfg.DATASETS.TEST, cfg.DATASETS.TEST_START = ("dive_shapes_val",), 5
+    with pytest.raises(ValueError, match="TEST_START 5.*TEST_LIMIT"):
+        prepare_datasets_from_config(cfg)

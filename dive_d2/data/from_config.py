@@ -5,6 +5,7 @@ Keys (added by ``add_dive_config``):
     DATASETS.COCO_TEST.JSON  / .IMAGES   a COCO json and its image folder to evaluate on
     DATASETS.CLASS_NAMES                 the model's classes, in order (default: see below)
     DATASETS.TEST_LIMIT                  evaluate on the first N images of each test dataset
+    DATASETS.TEST_START                  ... on N images from record S on instead (needs TEST_LIMIT)
 
 ``prepare_datasets_from_config(cfg)`` applies all of them.
 
@@ -122,6 +123,10 @@ def register_first_images(name: str, num_images: int, start: int = 0) -> str:
 def prepare_datasets_from_config(cfg: CfgNode) -> CfgNode:
     """Apply the data keys of the module docstring to ``cfg`` (not frozen); returns ``cfg``."""
     register_user_coco_datasets(cfg)
-    if cfg.DATASETS.TEST_LIMIT > 0:
-        cfg.DATASETS.TEST = tuple(register_first_images(n, cfg.DATASETS.TEST_LIMIT) for n in cfg.DATASETS.TEST)
+    limit, start = cfg.DATASETS.TEST_LIMIT, cfg.DATASETS.TEST_START
+    if start < 0 or (start > 0 and limit <= 0):
+        raise ValueError(f"DATASETS.TEST_START {start}: needs to be >= 0, and a DATASETS.TEST_LIMIT (images from "
+                         f"record {start} on) to go with it, got TEST_LIMIT {limit}")
+    if limit > 0:
+        cfg.DATASETS.TEST = tuple(register_first_images(n, limit, start) for n in cfg.DATASETS.TEST)
     return cfg
