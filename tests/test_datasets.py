@@ -7,11 +7,19 @@ import os
 
 import numpy as np
 import pytest
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from pycocotools.coco import COCO
 
-from dive_d2.data import BENCHMARK_SPLITS, load_coco_dataset_dicts, register_coco_json, write_coco_dataset
+from dive_d2.config import add_dive_config
+from dive_d2.data import (
+    BENCHMARK_SPLITS,
+    load_coco_dataset_dicts,
+    prepare_datasets_from_config,
+    register_coco_json,
+    write_coco_dataset,
+)
 from dive_d2.data.benchmarks import write_split
 from dive_d2.data.synthetic import (
     DIGITS_CLASSES,
@@ -180,11 +188,6 @@ def test_coco_categories_are_matched_by_name(tmp_path):
 
 
 def test_test_start_and_limit_select_a_slice_of_the_test_split():
-    from detectron2.config import get_cfg
-
-    from dive_d2.config import add_dive_config
-    from dive_d2.data import prepare_datasets_from_config
-
     cfg = add_dive_config(get_cfg())
     cfg.DATASETS.TEST = ("dive_shapes_val",)
     cfg.DATASETS.TEST_LIMIT, cfg.DATASETS.TEST_START = 3, 5
