@@ -96,6 +96,13 @@ def add_dive_config(cfg: CN) -> CN:
     # Weight of the rounding term (cross-entropy of the true tokens given the prior's clean estimate,
     # Diffusion-LM) added to the prior's epsilon loss in training; 0 = epsilon loss only, as the paper.
     cfg.MODEL.DIVE.PRIOR.ROUNDING_WEIGHT = 0.0
+    # What the prior's transformer outputs: "epsilon" (the noise, as the paper) or "token_posterior" (logits
+    # over the vocabulary on top of each position's own posterior; CDCD's score interpolation), see
+    # dive_d2/modeling/layout_prior.py.
+    cfg.MODEL.DIVE.PRIOR.PARAMETERISATION = "epsilon"
+    # Weight of loss_prior_tokens, the cross-entropy of the true tokens under a token_posterior prior's logits
+    # (needs that parameterisation; 0 trains on the epsilon loss alone).
+    cfg.MODEL.DIVE.PRIOR.TOKEN_LOSS_WEIGHT = 0.0
 
     # Ranking term of p(x|y) training (loss_image_ranking): each image's true layout must have a lower
     # denoising error than one random single-object move of it (another class, removal, an edge or the box

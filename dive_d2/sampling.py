@@ -123,7 +123,7 @@ def sample_layout_embeddings(
         def project_clean(clean: torch.Tensor) -> torch.Tensor:
             return normalised_vocabulary[nearest_allowed_tokens(clean, normalised_vocabulary, allowed, metric)]
 
-    normalised = _denoise(model.prior, shape, sampler, generator, model.device, progress, project_clean)
+    normalised = _denoise(model.predict_prior_noise, shape, sampler, generator, model.device, progress, project_clean)
     return normalised * scale
 
 

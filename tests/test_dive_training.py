@@ -126,6 +126,16 @@ def test_freezing_switches():
     assert not any(p.requires_grad for p in prior_only.layout_encoder.parameters())
 
 
+def train_steps(model, batch: list[dict], loss_name: str, steps: int) -> None:
+    """``steps`` AdamW steps (lr 3e-3) of the trainable parameters on one training loss of ``batch``."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(steps):
+        loss = model(batch)[loss_name]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 def fixed_errors(model, batch):
     """Both denoising errors on fixed timesteps and noise (so that two calls are comparable)."""
     generator = torch.Generator().manual_seed(123)
@@ -267,6 +277,10 @@ def test_prior_token_recovery_tells_an_oracle_prior_from_snapping():
     assert all(min(row["prior_class"], row["prior_corner"], row["prior_object_corner"], row["prior_object_iou"])
                > 0.999 for row in rows)
     assert rows[-1]["snap_object_corner"] < 0.9 and rows[-1]["snap_object_iou"] < 0.9
+    # The oracle's noise is exact; the per-position posterior is the best estimate that ignores the layout.
+    assert all(row["prior_epsilon_error"] < 1e-6 for row in rows)
+    assert all(row["posterior_epsilon_error"] > 1e-5 for row in rows[1:]), "at t >= 500 a position alone is unsure"
+    assert rows[1]["posterior_epsilon_error"] < rows[1]["snap_epsilon_error"]
 
 
 def test_object_iou_scores_near_misses_and_zeroes_lost_objects():
@@ -346,12 +360,7 @@ def test_ranking_term_leaves_the_denoising_loss_and_trains_the_margin():
         return float((errors[1] - errors[0]).mean())
 
     before = margin()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    for _ in range(30):
-        loss = model(batch)["loss_image_ranking"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    train_steps(model, batch, "loss_image_ranking", 30)
     assert margin() > before + 1e-4, "training the ranking term must raise wrong layouts' error above the truth's"
     with pytest.raises(ValueError, match="RANKING"):
         build_model(tiny_cfg("MODEL.DIVE.RANKING.TEMPERATURE", "0"))

@@ -5,8 +5,9 @@
 
 The first ``--num-layouts`` training layouts are noised to each timestep; the prior's clean estimate is
 snapped to the vocabulary and compared with the true tokens at class and corner positions. Next to it,
-the same for snapping the noisy input itself, which needs no knowledge of layouts: where the two agree,
-the prior adds nothing at that noise level (see ``dive_d2.evaluation.prior_recovery``).
+the same for snapping the noisy input itself, which needs no knowledge of layouts (where the two agree, the
+prior adds nothing at that noise level), and for the exact posterior mean of each position alone, whose epsilon
+error a prior that has learned anything about layouts beats (see ``dive_d2.evaluation.prior_recovery``).
 """
 
 import argparse
@@ -19,6 +20,8 @@ import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2.data import ground_truth_layout, prepare_datasets_from_config
 from dive_d2.evaluation import prior_token_recovery
 from dive_d2.loading import load_config, load_model
+
+ESTIMATES = ("prior", "posterior", "snap")
 
 
 def main() -> None:
@@ -38,15 +41,16 @@ def main() -> None:
     records = DatasetCatalog.get(dataset)[: args.num_layouts]
     tokens = torch.stack([model.tokenizer.encode(*ground_truth_layout(r), r["height"], r["width"]) for r in records])
     rows = prior_token_recovery(model, tokens, args.timesteps, torch.Generator().manual_seed(args.seed))
-    print(f"tokens recovered from {len(records)} noised {dataset} layouts (corner: all corner positions; "
-          "object corner: those of real objects, none excluded; object IoU: of each true box with the box its "
-          "slot decodes to, 0 if none):")
-    print("| t | prior: class | corner | object corner | object IoU | snapping the noisy input: class | corner | "
-          "object corner | object IoU |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"tokens recovered from {len(records)} noised {dataset} layouts, by the prior, by the exact posterior of "
+          "each position alone, and by snapping the noisy input (corner: all corner positions; object corner: those "
+          "of real objects, none excluded; object IoU: of each true box with the box its slot decodes to, 0 if "
+          "none; eps error: mean squared error of the noise the clean estimate implies):")
+    kinds = ("class", "corner", "object_corner", "object_iou", "epsilon_error")
+    print("| t | " + " | ".join(f"{who}: {kind.replace('_', ' ')}" for who in ESTIMATES for kind in kinds) + " |")
+    print("|---" * (1 + len(ESTIMATES) * len(kinds)) + "|")
     for row in rows:
-        print(f"| {row['t']} | " + " | ".join(f"{row[f'{who}_{kind}']:.3f}" for who in ("prior", "snap")
-                                           for kind in ("class", "corner", "object_corner", "object_iou")) + " |")
+        print(f"| {row['t']} | " + " | ".join(f"{row[f'{who}_{kind}']:.4f}" if kind == "epsilon_error" else
+                                           f"{row[f'{who}_{kind}']:.3f}" for who in ESTIMATES for kind in kinds) + " |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

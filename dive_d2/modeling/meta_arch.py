@@ -105,6 +105,7 @@ class DIVE(nn.Module):
         box_candidates: ErrorMapCandidates | None = None,
         joint_layout_scores: JointLayoutScores | None = None,
         prior_rounding_weight: float = 0.0,
+        prior_token_weight: float = 0.0,
         ranking_weight: float = 0.0,
         ranking_temperature: float = 0.05,
         ranking_shifts: tuple[int, ...] = (1, 2, 4, 8),
@@ -138,6 +139,9 @@ class DIVE(nn.Module):
                 joint layout of the better ones (dive_d2/inversion/joint_layout_scores.py; not in the paper).
             prior_rounding_weight: weight of ``loss_prior_rounding`` (``rounding_loss``, each sample weighted
                 by its a_t) in training the prior; 0 trains on the epsilon loss alone.
+            prior_token_weight: weight of ``loss_prior_tokens``, the cross-entropy of the true tokens under a
+                ``token_posterior`` prior's logits (CDCD's loss), in training the prior; needs that
+                parameterisation.
             ranking_weight, ranking_temperature, ranking_shifts: weight of ``loss_image_ranking`` (the true
                 layout against one random single-object move of it, ``ranking_loss``; moves by
                 ``ranking_shifts`` grid cells) in training p(x|y); 0 turns it off.
@@ -200,6 +204,11 @@ class DIVE(nn.Module):
         if prior_rounding_weight < 0:
             raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
         self.prior_rounding_weight = prior_rounding_weight
+        if prior_token_weight < 0 or (prior_token_weight > 0 and prior.config.parameterisation != "token_posterior"):
+            raise ValueError("DIVE: MODEL.DIVE.PRIOR.TOKEN_LOSS_WEIGHT must be >= 0, and > 0 only with "
+                             f"PRIOR.PARAMETERISATION 'token_posterior'; got {prior_token_weight} with "
+                             f"{prior.config.parameterisation!r}")
+        self.prior_token_weight = prior_token_weight
         if ranking_weight < 0 or ranking_temperature <= 0 or not ranking_shifts or min(ranking_shifts) < 1:
             raise ValueError("DIVE: MODEL.DIVE.RANKING needs WEIGHT >= 0, TEMPERATURE > 0 and SHIFTS of positive "
                              f"grid cells; got {ranking_weight}, {ranking_temperature}, {tuple(ranking_shifts)}")
@@ -258,6 +267,7 @@ class DIVE(nn.Module):
                                                       dive.INVERSION.JOINT_LAYOUT_EXPONENT)
                                     if dive.INVERSION.JOINT_LAYOUT_TOP_K != 0 else None),
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
+            "prior_token_weight": dive.PRIOR.TOKEN_LOSS_WEIGHT,
             "ranking_weight": dive.RANKING.WEIGHT,
             "ranking_temperature": dive.RANKING.TEMPERATURE,
             "ranking_shifts": tuple(dive.RANKING.SHIFTS),
@@ -331,7 +341,18 @@ class DIVE(nn.Module):
                               ) -> torch.Tensor:
         """(B,) denoising error of p(y) for (B, L, width) layout embeddings."""
         clean = token_embeddings / prior_input_scale(self.layout_encoder.vocabulary())
-        return denoising_error(self.prior, clean, timesteps, noise, self.scheduler)
+        return denoising_error(self.predict_prior_noise, clean, timesteps, noise, self.scheduler)
+
+    def predict_prior_noise(self, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """p(y)'s noise prediction (B, L, width) for a noisy normalised layout sequence (B, L, width) at (B,)
+        timesteps; a ``token_posterior`` prior gets the normalised vocabulary table, the allowed tokens and a_t
+        it needs. Every use of the prior (training, inversion, sampling, diagnostics) goes through here."""
+        if self.prior.config.parameterisation == "epsilon":
+            return self.prior(noisy, timesteps)
+        vocabulary = self.layout_encoder.vocabulary().detach()
+        alpha_bar = self.scheduler.alphas_cumprod.to(noisy.device)[timesteps]
+        return self.prior(noisy, timesteps, vocabulary=vocabulary / prior_input_scale(vocabulary),
+                          allowed=self.tokenizer.allowed_tokens(), alpha_bar=alpha_bar)
 
     def _random_timesteps(self, batch_size: int) -> torch.Tensor:
         return torch.randint(0, self.scheduler.config.num_train_timesteps, (batch_size,), device=self.device)
@@ -409,8 +430,14 @@ class DIVE(nn.Module):
         timesteps = self._random_timesteps(len(tokens))
         noise = torch.randn_like(clean)
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
-        predicted_noise = self.prior(noisy, timesteps)
+        predicted_noise = self.predict_prior_noise(noisy, timesteps)
         losses = {"loss_prior": noise_prediction_error(predicted_noise, noise).mean()}
+        if self.prior_token_weight > 0:
+            alpha_bar = self.scheduler.alphas_cumprod.to(clean.device)[timesteps]
+            logits = self.prior.token_logits(noisy, timesteps, vocabulary / scale, self.tokenizer.allowed_tokens(),
+                                             alpha_bar)
+            losses["loss_prior_tokens"] = self.prior_token_weight * F.cross_entropy(logits.flatten(0, 1),
+                                                                                    tokens.flatten())
         if self.prior_rounding_weight > 0:
             # Weighted by a_t: at high noise no estimate can name the tokens, and the term would only add noise.
             alpha_bar = self.scheduler.alphas_cumprod.to(clean.device)[timesteps]
@@ -631,7 +658,7 @@ def build_parts(cfg: CfgNode, tokenizer: LayoutTokenizer, first_stage: FirstStag
     )
     prior = LayoutPriorTransformer(sequence_length=tokenizer.sequence_length, embedding_width=width,
                                    width=dive.PRIOR.WIDTH, num_layers=dive.PRIOR.NUM_LAYERS,
-                                   num_heads=dive.PRIOR.NUM_HEADS)
+                                   num_heads=dive.PRIOR.NUM_HEADS, parameterisation=dive.PRIOR.PARAMETERISATION)
     return {"layout_encoder": layout_encoder, "spatial_map": spatial_map, "unet": unet, "prior": prior,
             "scheduler": build_scheduler(cfg)}
 
