@@ -91,6 +91,14 @@ def independent_posterior_logits(noisy: torch.Tensor, vocabulary: torch.Tensor, 
     return logits.masked_fill(~allowed.to(logits.device)[None], float("-inf"))
 
 
+def noise_from_token_logits(noisy: torch.Tensor, logits: torch.Tensor, vocabulary: torch.Tensor,
+                            alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The noise (B, L, width) that (B, L, V) token logits imply for x_t (B, L, width): their clean estimate is the
+    softmax-weighted mean of the (V, width) vocabulary rows; ``alpha_bar`` (B,) is each sample's a_t."""
+    clean = (logits.softmax(-1) @ vocabulary.float()).to(noisy.dtype)
+    return noise_for_clean(noisy, clean, alpha_bar[:, None, None].to(noisy.dtype))
+
+
 class LayoutPriorTransformer(ModelMixin, ConfigMixin):
     """Noise predictor of the layout prior: (B, L, embedding_width) noisy sequence, (B,) timesteps ->
     (B, L, embedding_width) predicted noise.
@@ -156,5 +164,4 @@ class LayoutPriorTransformer(ModelMixin, ConfigMixin):
             raise ValueError("a token_posterior prior needs vocabulary, allowed and alpha_bar; call it through "
                              "DIVE.predict_prior_noise")
         logits = self.token_logits(noisy_embeddings, timesteps, vocabulary, allowed, alpha_bar)
-        clean = (logits.softmax(-1) @ vocabulary.float()).to(noisy_embeddings.dtype)
-        return noise_for_clean(noisy_embeddings, clean, alpha_bar[:, None, None].to(noisy_embeddings.dtype))
+        return noise_from_token_logits(noisy_embeddings, logits, vocabulary, alpha_bar)

@@ -52,7 +52,7 @@ from ..layout import DecodedLayout, LayoutTokenizer, random_object_moves
 from .denoising import clean_estimate, denoising_error, noise_prediction_error, ranking_loss
 from .first_stage import FirstStage
 from .layout_encoder import LayoutEncoderModel
-from .layout_prior import LayoutPriorTransformer, prior_input_scale, rounding_loss
+from .layout_prior import LayoutPriorTransformer, noise_from_token_logits, prior_input_scale, rounding_loss
 from .spatial_layout import SpatialLayoutMap
 
 logger = logging.getLogger(__name__)
@@ -430,17 +430,21 @@ class DIVE(nn.Module):
         timesteps = self._random_timesteps(len(tokens))
         noise = torch.randn_like(clean)
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
-        predicted_noise = self.predict_prior_noise(noisy, timesteps)
-        losses = {"loss_prior": noise_prediction_error(predicted_noise, noise).mean()}
+        alpha_bar = self.scheduler.alphas_cumprod.to(clean.device)[timesteps]
+        logits = None
         if self.prior_token_weight > 0:
-            alpha_bar = self.scheduler.alphas_cumprod.to(clean.device)[timesteps]
+            # One forward pass serves both losses: the noise follows from the logits.
             logits = self.prior.token_logits(noisy, timesteps, vocabulary / scale, self.tokenizer.allowed_tokens(),
                                              alpha_bar)
+            predicted_noise = noise_from_token_logits(noisy, logits, vocabulary / scale, alpha_bar)
+        else:
+            predicted_noise = self.predict_prior_noise(noisy, timesteps)
+        losses = {"loss_prior": noise_prediction_error(predicted_noise, noise).mean()}
+        if logits is not None:
             losses["loss_prior_tokens"] = self.prior_token_weight * F.cross_entropy(logits.flatten(0, 1),
                                                                                     tokens.flatten())
         if self.prior_rounding_weight > 0:
             # Weighted by a_t: at high noise no estimate can name the tokens, and the term would only add noise.
-            alpha_bar = self.scheduler.alphas_cumprod.to(clean.device)[timesteps]
             estimate = clean_estimate(noisy, predicted_noise, alpha_bar[:, None, None])
             cross_entropy = rounding_loss(estimate, vocabulary / scale, self.tokenizer.allowed_tokens(), tokens)
             losses["loss_prior_rounding"] = self.prior_rounding_weight * (alpha_bar * cross_entropy).mean()
