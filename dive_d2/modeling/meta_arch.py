@@ -349,10 +349,15 @@ class DIVE(nn.Module):
         it needs. Every use of the prior (training, inversion, sampling, diagnostics) goes through here."""
         if self.prior.config.parameterisation == "epsilon":
             return self.prior(noisy, timesteps)
-        vocabulary = self.layout_encoder.vocabulary().detach()
         alpha_bar = self.scheduler.alphas_cumprod.to(noisy.device)[timesteps]
-        return self.prior(noisy, timesteps, vocabulary=vocabulary / prior_input_scale(vocabulary),
+        return self.prior(noisy, timesteps, vocabulary=self.prior_vocabulary(),
                           allowed=self.tokenizer.allowed_tokens(), alpha_bar=alpha_bar)
+
+    def prior_vocabulary(self) -> torch.Tensor:
+        """The (V, width) vocabulary table in p(y)'s normalised units (divided by ``prior_input_scale``), detached:
+        the space the prior's noisy sequences live in."""
+        vocabulary = self.layout_encoder.vocabulary().detach()
+        return vocabulary / prior_input_scale(vocabulary)
 
     def _random_timesteps(self, batch_size: int) -> torch.Tensor:
         return torch.randint(0, self.scheduler.config.num_train_timesteps, (batch_size,), device=self.device)
@@ -422,11 +427,11 @@ class DIVE(nn.Module):
         return ranking_loss(errors[:count], errors[count:], self.ranking_temperature)
 
     def prior_training_losses(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``loss_prior`` (the epsilon loss, as ``prior_denoising_error``) and, with a rounding weight,
-        ``loss_prior_rounding`` for (B, L) training layout tokens."""
-        vocabulary = self.layout_encoder.vocabulary().detach()
-        scale = prior_input_scale(vocabulary)
-        clean = vocabulary[tokens] / scale
+        """``loss_prior`` (the epsilon loss, as ``prior_denoising_error``), with a token loss weight
+        ``loss_prior_tokens`` (the token posterior's cross-entropy) and with a rounding weight
+        ``loss_prior_rounding``, for (B, L) training layout tokens."""
+        vocabulary = self.prior_vocabulary()
+        clean = vocabulary[tokens]
         timesteps = self._random_timesteps(len(tokens))
         noise = torch.randn_like(clean)
         noisy = self.scheduler.add_noise(clean, noise, timesteps)
@@ -434,9 +439,8 @@ class DIVE(nn.Module):
         logits = None
         if self.prior_token_weight > 0:
             # One forward pass serves both losses: the noise follows from the logits.
-            logits = self.prior.token_logits(noisy, timesteps, vocabulary / scale, self.tokenizer.allowed_tokens(),
-                                             alpha_bar)
-            predicted_noise = noise_from_token_logits(noisy, logits, vocabulary / scale, alpha_bar)
+            logits = self.prior.token_logits(noisy, timesteps, vocabulary, self.tokenizer.allowed_tokens(), alpha_bar)
+            predicted_noise = noise_from_token_logits(noisy, logits, vocabulary, alpha_bar)
         else:
             predicted_noise = self.predict_prior_noise(noisy, timesteps)
         losses = {"loss_prior": noise_prediction_error(predicted_noise, noise).mean()}
@@ -446,7 +450,7 @@ class DIVE(nn.Module):
         if self.prior_rounding_weight > 0:
             # Weighted by a_t: at high noise no estimate can name the tokens, and the term would only add noise.
             estimate = clean_estimate(noisy, predicted_noise, alpha_bar[:, None, None])
-            cross_entropy = rounding_loss(estimate, vocabulary / scale, self.tokenizer.allowed_tokens(), tokens)
+            cross_entropy = rounding_loss(estimate, vocabulary, self.tokenizer.allowed_tokens(), tokens)
             losses["loss_prior_rounding"] = self.prior_rounding_weight * (alpha_bar * cross_entropy).mean()
         return losses
 
