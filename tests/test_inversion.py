@@ -244,6 +244,45 @@ def test_pooling_merges_an_object_that_several_runs_found_and_keeps_the_rest():
         pool_detections(runs, iou_threshold=0.0)
 
 
+def test_pooling_with_the_max_score_keeps_each_cluster_best_member():
+    square, shifted, far = [10.0, 10.0, 30.0, 30.0], [12.0, 10.0, 32.0, 30.0], [40.0, 40.0, 60.0, 60.0]
+    runs = [detections_of([square, far], [0, 1], [0.6, 0.4]), detections_of([shifted], [0], [0.9])]
+    pooled = pool_detections(runs, iou_threshold=0.5, score="max")
+    assert pooled.pred_boxes.tensor.tolist() == [shifted, far], "run 1's better square leads its cluster"
+    assert pooled.scores.tolist() == pytest.approx([0.9, 0.4])
+    alone = detections_of([far, square, square], [1, 0, 0], [0.2, 0.7, 0.5])
+    again = pool_detections([alone], score="max")
+    assert again.scores.tolist() == pytest.approx([0.7, 0.5, 0.2]), "one run pooled is that run, re-sorted"
+    assert again.pred_boxes.tensor.tolist() == [square, square, far]
+    with pytest.raises(ValueError, match="pooled score"):
+        pool_detections(runs, score="median")
+
+
+def test_pooled_passes_are_the_pool_of_separate_runs_with_each_prior_weight():
+    images = [make_input(3, 64, 64, [], [], seed=s) | {"image_id": s} for s in range(2)]
+    opts = ("MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", "layout", "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "False")
+
+    def detections(*extra):
+        with torch.no_grad():
+            return tiny_model(*opts, *extra)(images)
+
+    main, other = detections("MODEL.DIVE.INVERSION.PRIOR_WEIGHT", "0.0"), detections(
+        "MODEL.DIVE.INVERSION.PRIOR_WEIGHT", "1.0")
+    assert any(not torch.equal(a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor)
+               for a, b in zip(main, other, strict=True)), "the prior weight should change some detections"
+    both = detections("MODEL.DIVE.INVERSION.PRIOR_WEIGHT", "0.0", "MODEL.DIVE.INVERSION.POOLED_PASS_PRIOR_WEIGHTS",
+                      "(1.0,)", "MODEL.DIVE.INVERSION.POOLED_PASS_IOU", "0.6")
+    for alone, extra, pooled in zip(main, other, both, strict=True):
+        expected = pool_detections([alone["instances"], extra["instances"]], 0.6, "mean")
+        assert torch.equal(pooled["instances"].pred_boxes.tensor, expected.pred_boxes.tensor)
+        assert torch.equal(pooled["instances"].scores, expected.scores)
+        assert torch.equal(pooled["instances"].pred_classes, expected.pred_classes)
+        assert pooled["inversion_steps"] == alone["inversion_steps"]
+        assert pooled["pooled_pass_steps"] == extra["inversion_steps"]
+    with pytest.raises(ValueError, match="POOLED_PASS_SCORE"):
+        tiny_model("MODEL.DIVE.INVERSION.POOLED_PASS_SCORE", "median")
+
+
 def test_pooled_restarts_contain_the_best_run_and_equal_it_with_one_restart():
     # The layout's own scores (the benchmarks' configs replace them after decoding: RECLASSIFY_SCORE
     # explained_share), so no error-map boxes, which only those scores rank.

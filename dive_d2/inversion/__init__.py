@@ -13,11 +13,11 @@ from .engine import (
 )
 from .error_map_candidates import ErrorMapCandidates, component_boxes
 from .joint_layout_scores import JointLayoutScores
-from .pooling import RESTART_SELECTIONS, pool_detections
+from .pooling import POOLED_SCORES, RESTART_SELECTIONS, pool_detections
 from .precision import tf32_allowed
 from .scoring import SCORES, leave_one_out_scores, margin_scores
 
-__all__ = ["RESTART_SELECTIONS", "SCORES", "BoxClassDecision", "ErrorMapBoxRefinement", "ErrorMapCandidates",
-           "InversionResult", "JointLayoutScores", "LayoutInversion", "MonitorCheck", "best_restarts",
-           "component_boxes", "hashed_seed", "leave_one_out_scores", "margin_scores", "pool_detections",
-           "replay_checks", "restart_seed", "tf32_allowed"]
+__all__ = ["POOLED_SCORES", "RESTART_SELECTIONS", "SCORES", "BoxClassDecision", "ErrorMapBoxRefinement",
+           "ErrorMapCandidates", "InversionResult", "JointLayoutScores", "LayoutInversion", "MonitorCheck",
+           "best_restarts", "component_boxes", "hashed_seed", "leave_one_out_scores", "margin_scores",
+           "pool_detections", "replay_checks", "restart_seed", "tf32_allowed"]

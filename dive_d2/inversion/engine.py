@@ -33,6 +33,7 @@ a time, on the monitor's pairs (``polish.py``); the runs' own layouts are not po
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
@@ -387,6 +388,16 @@ class LayoutInversion:
             "reseed_max_rise": inversion.RESEED_MAX_RISE,
             "seed": inversion.SEED,
         }
+
+    def with_prior_weight(self, prior_weight: float) -> LayoutInversion:
+        """A copy of this engine that differs only by its prior weight (lambda of the loss): the same pairs,
+        seeds and schedule, so that it inverts an image as a config with ``PRIOR_WEIGHT`` = ``prior_weight``
+        would."""
+        if prior_weight < 0:
+            raise ValueError(f"inversion prior weight must be >= 0, got {prior_weight}")
+        variant = copy.copy(self)
+        variant.prior_weight = float(prior_weight)
+        return variant
 
     # ---- pieces ----------------------------------------------------------------------------------------------
     def posterior_loss(self, model: DIVE, latents: torch.Tensor, embeddings: torch.Tensor, timesteps: torch.Tensor,

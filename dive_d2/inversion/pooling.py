@@ -9,7 +9,12 @@ unassigned detection starts a cluster and takes, from every *other* run, that ru
 unassigned detection of the same class whose IoU with it is at least ``iou_threshold``. A cluster holds at
 most one detection per run. It keeps its first member's box and class, and its score is the sum of its
 members' scores divided by R: the mean score over the R runs, counting 0 for a run that does not have the
-object. With the "constant" score that is the fraction of runs that found the object.
+object. With the "constant" score that is the fraction of runs that found the object. ``score="max"`` keeps
+instead the highest of its members' scores, so that pooling never lowers a detection below what one run gave it;
+a single run pooled with "max" is that run, re-sorted.
+
+The same clustering pools the finished detections of whole inversion passes
+(MODEL.DIVE.INVERSION.POOLED_PASS_PRIOR_WEIGHTS, DIVE.pool_passes, and tools/pool_results.py after the fact).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from detectron2.structures import Boxes, Instances, pairwise_iou
 
 RESTART_SELECTIONS = ("best", "pooled")
+POOLED_SCORES = ("mean", "max")
 
 
 def merge_equal_detections(boxes: list, classes: list[int], scores: list[float], image_size: tuple[int, int],
@@ -42,7 +48,7 @@ def merge_equal_detections(boxes: list, classes: list[int], scores: list[float],
     return instances
 
 
-def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5) -> Instances:
+def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5, score: str = "mean") -> Instances:
     """Union of the detections of R runs on one image, de-duplicated across runs (see the module docstring).
 
     Args:
@@ -50,6 +56,7 @@ def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5) -> Ins
             ``scores`` and ``pred_classes``.
         iou_threshold: two detections of the same class from different runs are the same object when their
             IoU is at least this.
+        score: a cluster's score: "mean" (the sum of its members' scores over R) or "max" (its best member's).
 
     Returns:
         ``Instances`` with one detection per cluster, sorted by pooled score (descending).
@@ -58,6 +65,8 @@ def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5) -> Ins
         raise ValueError("pool_detections needs the detections of at least one run")
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"pooling IoU threshold must lie in (0, 1], got {iou_threshold}")
+    if score not in POOLED_SCORES:
+        raise ValueError(f"pooled score must be one of {POOLED_SCORES}, got {score!r}")
     everything = Instances.cat(per_run)
     run_of = torch.cat([torch.full((len(run),), index, dtype=torch.int64) for index, run in enumerate(per_run)])
     scores = everything.scores.detach().cpu()
@@ -71,7 +80,7 @@ def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5) -> Ins
         if assigned[leader]:
             continue
         assigned[leader] = True
-        members_runs, total = {int(run_of[leader])}, float(scores[leader])
+        members_runs, total, best = {int(run_of[leader])}, float(scores[leader]), float(scores[leader])
         for candidate in order:
             run = int(run_of[candidate])
             if (assigned[candidate] or run in members_runs or classes[candidate] != classes[leader]
@@ -80,8 +89,9 @@ def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5) -> Ins
             assigned[candidate] = True
             members_runs.add(run)
             total += float(scores[candidate])
+            best = max(best, float(scores[candidate]))
         leaders.append(leader)
-        pooled_scores.append(total / len(per_run))
+        pooled_scores.append(total / len(per_run) if score == "mean" else best)
     pooled = everything[torch.tensor(leaders, dtype=torch.int64, device=everything.scores.device)]
     pooled.scores = torch.tensor(pooled_scores, dtype=everything.scores.dtype, device=everything.scores.device)
     ranking = torch.argsort(pooled.scores, descending=True, stable=True)

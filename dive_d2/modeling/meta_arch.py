@@ -12,7 +12,9 @@ Training mode (Detectron2 contract): ``forward(batched_inputs)`` returns ``{"los
 Inference: ``forward`` inverts p(x|y) p(y) for each image (dive_d2/inversion/engine.py), decodes the best
 layout (or pools the objects of all restarts, dive_d2/inversion/pooling.py) into boxes and returns
 ``[{"instances": Instances(pred_boxes, scores, pred_classes), "inversion_steps": int}]``, rescaled by
-``detector_postprocess`` to each input's "height" and "width".
+``detector_postprocess`` to each input's "height" and "width". With ``POOLED_PASS_PRIOR_WEIGHTS`` the whole
+detector runs once more per weight (only the prior weight differs) and the passes' finished detections are pooled
+(``pool_passes``; the output then also carries "pooled_pass_steps").
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 
 from ..data.hard_negatives import HardNegativeImage, load_hard_negatives
 from ..inversion import (
+    POOLED_SCORES,
     RESTART_SELECTIONS,
     SCORES,
     BoxClassDecision,
@@ -100,6 +103,9 @@ class DIVE(nn.Module):
         score_temperature: float = 0.01,
         restart_selection: str = "best",
         pool_iou: float = 0.5,
+        pooled_pass_prior_weights: tuple[float, ...] = (),
+        pooled_pass_iou: float = 0.5,
+        pooled_pass_score: str = "mean",
         box_refinement: ErrorMapBoxRefinement | None = None,
         box_classes: BoxClassDecision | None = None,
         box_candidates: ErrorMapCandidates | None = None,
@@ -128,6 +134,9 @@ class DIVE(nn.Module):
             score, score_temperature: detection confidence, see dive_d2/inversion/scoring.py.
             restart_selection, pool_iou: with several restarts, return the best run ("best") or the union of
                 all runs' objects ("pooled", merged at IoU >= pool_iou); see dive_d2/inversion/pooling.py.
+            pooled_pass_prior_weights, pooled_pass_iou, pooled_pass_score: one more inversion pass per weight, the
+                whole detector with ``inversion``'s prior weight replaced by it; every pass's finished detections
+                are pooled (``pool_passes``; not in the paper). () = one pass.
             box_refinement: if given, the returned boxes are fitted to the image's empty-layout error map
                 (dive_d2/inversion/box_refinement.py; not in the paper).
             box_classes: if given, each returned box's class is re-chosen by p(x|y)'s error inside the box,
@@ -193,6 +202,17 @@ class DIVE(nn.Module):
             raise ValueError(f"DIVE: MODEL.DIVE.INVERSION.POOL_IOU must lie in (0, 1], got {pool_iou}")
         self.restart_selection = restart_selection
         self.pool_iou = pool_iou
+        if any(weight < 0 for weight in pooled_pass_prior_weights):
+            raise ValueError("DIVE: MODEL.DIVE.INVERSION.POOLED_PASS_PRIOR_WEIGHTS must be >= 0, got "
+                             f"{tuple(pooled_pass_prior_weights)}")
+        if not 0.0 < pooled_pass_iou <= 1.0:
+            raise ValueError(f"DIVE: MODEL.DIVE.INVERSION.POOLED_PASS_IOU must lie in (0, 1], got {pooled_pass_iou}")
+        if pooled_pass_score not in POOLED_SCORES:
+            raise ValueError(f"DIVE: MODEL.DIVE.INVERSION.POOLED_PASS_SCORE must be one of {POOLED_SCORES}, "
+                             f"got {pooled_pass_score!r}")
+        self.pooled_pass_prior_weights = tuple(float(weight) for weight in pooled_pass_prior_weights)
+        self.pooled_pass_iou = pooled_pass_iou
+        self.pooled_pass_score = pooled_pass_score
         self.box_refinement = box_refinement
         self.box_classes = box_classes
         if box_candidates is not None and (box_classes is None or box_classes.score == "layout"):
@@ -257,6 +277,9 @@ class DIVE(nn.Module):
             "score_temperature": dive.INVERSION.SCORE_TEMPERATURE,
             "restart_selection": dive.INVERSION.RESTART_SELECTION,
             "pool_iou": dive.INVERSION.POOL_IOU,
+            "pooled_pass_prior_weights": tuple(dive.INVERSION.POOLED_PASS_PRIOR_WEIGHTS),
+            "pooled_pass_iou": dive.INVERSION.POOLED_PASS_IOU,
+            "pooled_pass_score": dive.INVERSION.POOLED_PASS_SCORE,
             "box_refinement": ErrorMapBoxRefinement.from_config(cfg),
             "box_classes": (BoxClassDecision(dive.INVERSION.RECLASSIFY_SCORE,
                                              duplicate_iou=dive.INVERSION.CANDIDATE_NMS_IOU)
@@ -483,15 +506,47 @@ class DIVE(nn.Module):
         """Detect by inversion; see the module docstring for the output."""
         with tf32_allowed(self.allow_tf32):
             latents = self.first_stage.encode(self.preprocess_images(batched_inputs))
-            with torch.enable_grad():  # Detectron2 runs inference under no_grad; the inversion needs gradients
-                result = self.inversion(self, latents, [self.image_seed(item) for item in batched_inputs])
-            outputs = [
-                {"instances": self.image_detections(item, latents[index : index + 1], result, index),
-                 "inversion_steps": int(result.stop_step[index])}
-                for index, item in enumerate(batched_inputs)]
-            self.finish_detections(latents, outputs)
-        logger.info("DIVE inverted %d image(s): stopping steps %s", len(outputs), result.stop_step.tolist())
+            outputs = self.inversion_pass(batched_inputs, latents)
+            if not self.pooled_pass_prior_weights:
+                return outputs
+            main_inversion = self.inversion
+            passes = [outputs]
+            try:
+                # Every step after the inversion reads self.inversion (its pairs and loss), so a pass swaps it whole.
+                for weight in self.pooled_pass_prior_weights:
+                    self.inversion = main_inversion.with_prior_weight(weight)
+                    passes.append(self.inversion_pass(batched_inputs, latents))
+            finally:
+                self.inversion = main_inversion
+            return self.pool_passes(passes)
+
+    def inversion_pass(self, batched_inputs: list[dict], latents: torch.Tensor) -> list[dict]:
+        """One inversion of the batch with ``self.inversion``, decoded and finished (``finish_detections``).
+        ``latents``: (B, C, h, w) of the B images of ``batched_inputs``. Returns the outputs of ``inference``."""
+        with torch.enable_grad():  # Detectron2 runs inference under no_grad; the inversion needs gradients
+            result = self.inversion(self, latents, [self.image_seed(item) for item in batched_inputs])
+        outputs = [
+            {"instances": self.image_detections(item, latents[index : index + 1], result, index),
+             "inversion_steps": int(result.stop_step[index])}
+            for index, item in enumerate(batched_inputs)]
+        self.finish_detections(latents, outputs)
+        logger.info("DIVE inverted %d image(s) (prior weight %g): stopping steps %s", len(outputs),
+                    self.inversion.prior_weight, result.stop_step.tolist())
         return outputs
+
+    def pool_passes(self, passes: list[list[dict]]) -> list[dict]:
+        """One output per image from P passes' finished outputs (each a list over the same B images): the
+        images' detections pooled across passes (``pool_detections`` at ``pooled_pass_iou`` with
+        ``pooled_pass_score``), the first pass's marks and "inversion_steps", and "pooled_pass_steps", the
+        stopping steps of the other passes summed (their cost)."""
+        pooled = []
+        for index, main in enumerate(passes[0]):
+            output = dict(main)
+            output["instances"] = pool_detections([outputs[index]["instances"] for outputs in passes],
+                                                  self.pooled_pass_iou, self.pooled_pass_score)
+            output["pooled_pass_steps"] = sum(int(outputs[index]["inversion_steps"]) for outputs in passes[1:])
+            pooled.append(output)
+        return pooled
 
     def finish_detections(self, latents: torch.Tensor, outputs: list[dict]) -> list[str]:
         """The configured steps after decoding, in place, each unless the outputs carry its mark already
