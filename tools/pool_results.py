@@ -22,22 +22,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import BoxMode
 
-from dive_d2.evaluation.coco_slices import merge_runs, slice_ap
+from dive_d2.evaluation.coco_slices import instances_from_results, merge_runs, slice_ap
 from dive_d2.evaluation.objects_found import read_run
 from dive_d2.inversion import POOLED_SCORES, pool_detections
-
-
-def detections_as_instances(detections: list[dict], height: int, width: int) -> Instances:
-    """``Instances`` (XYXY pixel boxes, scores, category ids as ``pred_classes``) of one image's COCO results
-    (XYWH pixel boxes), in the order given."""
-    instances = Instances((height, width))
-    boxes = torch.tensor([detection["bbox"] for detection in detections], dtype=torch.float64).reshape(-1, 4)
-    instances.pred_boxes = Boxes(BoxMode.convert(boxes, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS))
-    instances.scores = torch.tensor([detection["score"] for detection in detections], dtype=torch.float64)
-    instances.pred_classes = torch.tensor([detection["category_id"] for detection in detections], dtype=torch.int64)
-    return instances
 
 
 def pool_runs(passes: list[tuple[dict, list[dict]]], iou_threshold: float, score: str) -> tuple[dict, list[dict]]:
@@ -64,7 +53,7 @@ def pool_runs(passes: list[tuple[dict, list[dict]]], iou_threshold: float, score
     pooled_detections = []
     for image in truth["images"]:
         height, width = image["height"], image["width"]
-        pooled = pool_detections([detections_as_instances(by_image[image["id"]], height, width)
+        pooled = pool_detections([instances_from_results(by_image[image["id"]], height, width, torch.float64)
                                   for by_image in per_pass_image], iou_threshold, score)
         boxes = BoxMode.convert(pooled.pred_boxes.tensor, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
         for box, category, confidence in zip(boxes.tolist(), pooled.pred_classes.tolist(), pooled.scores.tolist(),

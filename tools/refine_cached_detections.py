@@ -61,6 +61,7 @@ from tqdm import tqdm
 import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2.data import prepare_datasets_from_config
 from dive_d2.data.from_config import register_first_images
+from dive_d2.evaluation.coco_slices import instances_from_results
 from dive_d2.evaluation.detections_cache import image_key, output_from_record, read_records
 from dive_d2.inversion import tf32_allowed
 from dive_d2.loading import load_config, load_model
@@ -125,12 +126,7 @@ def read_finished_results(paths: list[str], dataset: str) -> dict[int, list[dict
 def finished_output(results: list[dict], item: dict, device: torch.device) -> dict:
     """One image's finished detections (COCO results of ``read_finished_results``) as DIVE output at the image's
     output size, marked with every step before the joint-layout scores."""
-    instances = Instances((item["height"], item["width"]))
-    boxes = [BoxMode.convert(list(result["bbox"]), BoxMode.XYWH_ABS, BoxMode.XYXY_ABS) for result in results]
-    instances.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32, device=device).reshape(-1, 4))
-    instances.scores = torch.tensor([result["score"] for result in results], dtype=torch.float32, device=device)
-    instances.pred_classes = torch.tensor([result["category_id"] for result in results], dtype=torch.int64,
-                                          device=device)
+    instances = instances_from_results(results, item["height"], item["width"], torch.float32, device)
     return {"instances": instances, **dict.fromkeys(FINISHED_STEPS, 1)}
 
 

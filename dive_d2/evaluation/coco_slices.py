@@ -1,6 +1,8 @@
-"""COCO box AP of detections on a slice of a split's images, and evaluations of disjoint images merged into one.
+"""COCO results files read back: box AP on a slice of a split's images, evaluations of disjoint images merged
+into one, and one image's results as detections.
 
-Used by tools/slice_ap.py (a setting chosen on some images, checked on the others) and tools/pool_results.py.
+Used by tools/slice_ap.py (a setting chosen on some images, checked on the others), tools/pool_results.py and
+tools/refine_cached_detections.py.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import io
 
+import torch
+from detectron2.structures import Boxes, BoxMode, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -59,3 +63,18 @@ def merge_runs(runs: list[tuple[dict, list[dict]]]) -> tuple[dict, list[dict]]:
             merged["annotations"].append({**annotation, "id": len(merged["annotations"]) + 1})
         detections += run_detections
     return merged, detections
+
+
+def instances_from_results(results: list[dict], height: int, width: int, dtype: torch.dtype = torch.float32,
+                           device: torch.device | str = "cpu") -> Instances:
+    """``Instances`` of one image's COCO results (XYWH pixel boxes) in the order given: ``pred_boxes`` XYXY in
+    pixels, ``scores`` (both in ``dtype``) and ``pred_classes`` (the results' category ids)."""
+    instances = Instances((height, width))
+    # Corners computed in float64, then rounded once to dtype.
+    boxes = torch.tensor([result["bbox"] for result in results], dtype=torch.float64).reshape(-1, 4)
+    boxes = BoxMode.convert(boxes, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS).to(dtype=dtype, device=device)
+    instances.pred_boxes = Boxes(boxes)
+    instances.scores = torch.tensor([result["score"] for result in results], dtype=dtype, device=device)
+    instances.pred_classes = torch.tensor([result["category_id"] for result in results], dtype=torch.int64,
+                                          device=device)
+    return instances

@@ -80,7 +80,7 @@ def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5, score:
         if assigned[leader]:
             continue
         assigned[leader] = True
-        members_runs, total, best = {int(run_of[leader])}, float(scores[leader]), float(scores[leader])
+        members_runs, member_scores = {int(run_of[leader])}, [float(scores[leader])]
         for candidate in order:
             run = int(run_of[candidate])
             if (assigned[candidate] or run in members_runs or classes[candidate] != classes[leader]
@@ -88,10 +88,9 @@ def pool_detections(per_run: list[Instances], iou_threshold: float = 0.5, score:
                 continue
             assigned[candidate] = True
             members_runs.add(run)
-            total += float(scores[candidate])
-            best = max(best, float(scores[candidate]))
+            member_scores.append(float(scores[candidate]))
         leaders.append(leader)
-        pooled_scores.append(total / len(per_run) if score == "mean" else best)
+        pooled_scores.append(sum(member_scores) / len(per_run) if score == "mean" else max(member_scores))
     pooled = everything[torch.tensor(leaders, dtype=torch.int64, device=everything.scores.device)]
     pooled.scores = torch.tensor(pooled_scores, dtype=everything.scores.dtype, device=everything.scores.device)
     ranking = torch.argsort(pooled.scores, descending=True, stable=True)
