@@ -233,6 +233,14 @@ def add_dive_config(cfg: CN) -> CN:
     cfg.MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K = 0
     cfg.MODEL.DIVE.INVERSION.JOINT_LAYOUT_ACCEPT = 0.5
     cfg.MODEL.DIVE.INVERSION.JOINT_LAYOUT_EXPONENT = 0.3
+    # Which members of that joint layout a detection is measured next to: "all", or "overlapping" (only those
+    # whose boxes overlap its box, so objects elsewhere in the image cannot lower its ratio).
+    cfg.MODEL.DIVE.INVERSION.JOINT_LAYOUT_CONTEXT = "all"
+    # Not in the paper: after everything above, return each detection once more with every other class, scored
+    # its score * CLASS_ALTERNATIVES_FACTOR * (what that class's single-object layout explains in the box over what
+    # the decided class's explains), as Faster R-CNN returns a box with several classes; 0: off
+    # (class_alternatives.py).
+    cfg.MODEL.DIVE.INVERSION.CLASS_ALTERNATIVES_FACTOR = 0.0
     # Let CUDA run the inversion's convolutions and matrix products in TF32 (PyTorch's cuDNN default): about 20%
     # faster on an H200 but 1.6 AP50 lower on dive_shapes_val (dive_d2/inversion/precision.py). No effect on CPU.
     cfg.MODEL.DIVE.INVERSION.ALLOW_TF32 = False

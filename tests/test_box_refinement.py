@@ -146,6 +146,18 @@ def test_the_cache_tool_scores_the_cached_detections_and_finishes_them_as_the_de
     assert rescored[dataset]["refined"]["bbox"] == pytest.approx(detector["bbox"], nan_ok=True)
     with pytest.raises(ValueError, match="JOINT_LAYOUT_TOP_K > 0"):
         tool.main([*from_results, *opts, *steps_on, "OUTPUT_DIR", str(tmp_path / "no_joint")])
+    # The class alternatives on the rescored detections the tool wrote: as the detector adds them.
+    alternatives = ["MODEL.DIVE.INVERSION.CLASS_ALTERNATIVES_FACTOR", "0.1"]
+    from_rescored = ["--config-file", config, "--weights", str(tmp_path / "tiny.pth"), "--finished-rescored",
+                     "--finished-results", str(tmp_path / "joint" / "refined" / "coco_instances_results.json")]
+    alternated = tool.main([*from_rescored, *opts, *steps_on, *joint, *alternatives, "OUTPUT_DIR",
+                            str(tmp_path / "alternatives")])
+    assert alternated[dataset]["cached"]["bbox"] == pytest.approx(rescored[dataset]["refined"]["bbox"], nan_ok=True)
+    detector = evaluate(*steps_on, *joint, *alternatives, "OUTPUT_DIR", str(tmp_path / "eval_alternatives"),
+                        "TEST.DETECTIONS_CACHE", "")
+    assert alternated[dataset]["refined"]["bbox"] == pytest.approx(detector["bbox"], nan_ok=True)
+    with pytest.raises(ValueError, match="CLASS_ALTERNATIVES_FACTOR > 0"):
+        tool.main([*from_rescored, *opts, *steps_on, *joint, "OUTPUT_DIR", str(tmp_path / "no_alternatives")])
     with pytest.raises(KeyError, match=r"no cached detections for image_id \[3\]"):
         tool.main([*common, *opts[:-1], "3", *steps_on, "OUTPUT_DIR", str(tmp_path / "more")])
     with pytest.raises(ValueError, match="nothing is left to apply"):

@@ -34,14 +34,28 @@ def planted_maps(tokenizer, seen, objects):
     return maps
 
 
-def rescore(monkeypatch, detections, top_k=8, accept=0.5, objects=OBJECTS, exponent=0.3):
+def crowded_maps(tokenizer, seen, objects):
+    """Like ``planted_maps``, but a layout of several objects explains only half of the error inside each box."""
+    single = planted_maps(tokenizer, seen, objects)
+
+    def maps(model, latents, layouts, timesteps, noise):
+        out = single(model, latents, layouts, timesteps, noise)
+        for row in range(len(layouts)):
+            if seen[len(seen) - len(layouts) + row] > 1:
+                out[row] = (out[row] + empty_map(objects)) / 2
+        return out
+    return maps
+
+
+def rescore(monkeypatch, detections, top_k=8, accept=0.5, objects=OBJECTS, exponent=0.3, context="all",
+            maps=planted_maps):
     model = tiny_model()
     seen = []
-    monkeypatch.setattr(box_classes_module, "layout_error_maps", planted_maps(model.tokenizer, seen, objects))
-    monkeypatch.setattr(joint_module, "layout_error_maps", planted_maps(model.tokenizer, seen, objects))
+    monkeypatch.setattr(box_classes_module, "layout_error_maps", maps(model.tokenizer, seen, objects))
+    monkeypatch.setattr(joint_module, "layout_error_maps", maps(model.tokenizer, seen, objects))
     pairs = (torch.zeros(2, dtype=torch.long), torch.zeros(2, 3, 16, 16))
-    rescored = JointLayoutScores(top_k, accept, exponent)(model, torch.zeros(1, 3, 16, 16), detections, *pairs,
-                                                          empty_map(objects))
+    rescored = JointLayoutScores(top_k, accept, exponent, context)(model, torch.zeros(1, 3, 16, 16), detections,
+                                                                   *pairs, empty_map(objects))
     return rescored, seen
 
 
@@ -84,6 +98,35 @@ def test_a_detection_visited_once_the_joint_layout_fills_the_slots_keeps_its_sco
     assert rescored.scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5])
 
 
+def test_with_overlapping_context_objects_elsewhere_do_not_lower_a_ratio_but_overlapping_ones_do(monkeypatch):
+    whole, part, other = [0, 0, 32, 32], [0, 0, 16, 32], [32, 32, 64, 64]
+    found = detections_of([whole, part, other], [1, 1, 2], [0.9, 0.8, 0.7])
+    # A p(x|y) that explains less in a crowded layout: next to every member the far object gets half its due.
+    rescored, seen = rescore(monkeypatch, found, maps=crowded_maps)
+    assert rescored.scores.tolist() == pytest.approx([0.9, 0.7 * 0.5**0.3, 0.0])
+    rescored, seen = rescore(monkeypatch, found, maps=crowded_maps, context="overlapping")
+    assert rescored.pred_boxes.tensor.tolist() == [whole, other, part]
+    assert rescored.scores.tolist() == pytest.approx([0.9, 0.7, 0.0])
+    # Single-object maps per class for the three boxes, then one joint layout: the part next to the whole box.
+    assert seen.count(1) == 3 * 3 and sorted(count for count in seen if count > 1) == [2]
+
+
+def test_with_overlapping_context_the_joint_layout_grows_past_the_slots(monkeypatch):
+    quadrants = ((0, 0, 32, 32), (32, 0, 64, 32), (0, 32, 32, 64), (32, 32, 64, 64))
+    part = [0, 0, 16, 32]  # measured next to the first quadrant only, so it is visited although S holds four
+    found = detections_of([*map(list, quadrants), part], [0, 1, 2, 0, 0], [0.9, 0.8, 0.7, 0.6, 0.5])
+    rescored, _ = rescore(monkeypatch, found, objects=quadrants, context="overlapping")
+    assert rescored.scores.tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.0])
+
+
+def test_overlapping_members_keeps_those_sharing_the_most_area_in_their_order():
+    boxes = torch.tensor([[0, 0, 10, 10], [5, 5, 20, 20], [10, 0, 20, 10], [0, 0, 4, 4], [2, 2, 8, 8]],
+                         dtype=torch.float32)
+    assert joint_module.overlapping_members(boxes, 4, [0, 1, 2, 3], 3) == [0, 1, 3]  # box 2 only touches it
+    assert joint_module.overlapping_members(boxes, 4, [3, 1, 0], 2) == [1, 0]
+    assert joint_module.overlapping_members(boxes, 4, [], 3) == []
+
+
 def test_bad_settings_and_shapes_are_refused(monkeypatch):
     with pytest.raises(ValueError, match="top_k .* must be >= 1, got 0"):
         JointLayoutScores(0)
@@ -91,6 +134,8 @@ def test_bad_settings_and_shapes_are_refused(monkeypatch):
         JointLayoutScores(4, 1.5)
     with pytest.raises(ValueError, match=r"exponent .* must be > 0, got 0.0"):
         JointLayoutScores(4, 0.5, 0.0)
+    with pytest.raises(ValueError, match=r"JOINT_LAYOUT_CONTEXT\) must be one of \('all', 'overlapping'\), got 'near'"):
+        JointLayoutScores(4, 0.5, 0.3, "near")
     with pytest.raises(ValueError, match="JOINT_LAYOUT_TOP_K"):
         tiny_model("MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K", "-1")
     model = tiny_model()

@@ -123,11 +123,12 @@ def read_finished_results(paths: list[str], dataset: str) -> dict[int, list[dict
     return by_image
 
 
-def finished_output(results: list[dict], item: dict, device: torch.device) -> dict:
+def finished_output(results: list[dict], item: dict, device: torch.device, rescored: bool = False) -> dict:
     """One image's finished detections (COCO results of ``read_finished_results``) as DIVE output at the image's
-    output size, marked with every step before the joint-layout scores."""
+    output size, marked with every step before the joint-layout scores (``rescored``: with those too)."""
     instances = instances_from_results(results, item["height"], item["width"], torch.float32, device)
-    return {"instances": instances, **dict.fromkeys(FINISHED_STEPS, 1)}
+    steps = FINISHED_STEPS + (("joint_layout_scores",) if rescored else ())
+    return {"instances": instances, **dict.fromkeys(steps, 1)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     parser.add_argument("--finished-results", metavar="JSON", action="append",
                         help="apply the joint-layout scores to the finished detections of a COCOEvaluator results "
                              "file instead of reading a cache (repeat for several files)")
+    parser.add_argument("--finished-rescored", action="store_true",
+                        help="with --finished-results: the files carry the joint-layout scores too (a default "
+                             "evaluation's results), so only the class alternatives are left to apply")
     parser.add_argument("--ground-truth-boxes", action="store_true",
                         help="give the class decision each image's ground-truth boxes instead of cached detections")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
@@ -158,19 +162,25 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     datasets = list(cfg.DATASETS.TEST)
     if args.images:
         datasets = [register_first_images(name, args.images[1], args.images[0]) for name in datasets]
+    if args.finished_rescored and not args.finished_results:
+        parser.error("--finished-rescored describes --finished-results files: give them")
     model = load_model(cfg, args.weights)
     finished_results = {}
     if args.finished_results:
         if args.cache or args.ground_truth_boxes:
             parser.error("--finished-results reads no cache and no ground truth: drop --cache and "
                          "--ground-truth-boxes")
-        if model.joint_layout_scores is None and not args.score_only:
-            raise ValueError("--finished-results applies the joint-layout scores only: set "
-                             "MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K > 0 (or add --score-only)")
+        if args.finished_rescored and model.class_alternatives is None and not args.score_only:
+            raise ValueError("--finished-rescored leaves the class alternatives only to apply: set "
+                             "MODEL.DIVE.INVERSION.CLASS_ALTERNATIVES_FACTOR > 0 (or add --score-only)")
+        if not args.finished_rescored and model.joint_layout_scores is None and not args.score_only:
+            raise ValueError("--finished-results applies the joint-layout scores (and the class alternatives, if "
+                             "on): set MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K > 0 (or add --score-only)")
+        left = ("the class alternatives" if args.finished_rescored else
+                "the joint-layout scores" + (" and the class alternatives" if model.class_alternatives else ""))
         finished_results = {dataset: read_finished_results(args.finished_results, dataset) for dataset in datasets}
         records = {}
-        logger.info("applying the joint-layout scores to the finished detections of %s",
-                    ", ".join(args.finished_results))
+        logger.info("applying %s to the finished detections of %s", left, ", ".join(args.finished_results))
         stages = ("cached",) if args.score_only else ("cached", "refined")
     elif args.ground_truth_boxes:
         if args.cache or args.score_only:
@@ -189,14 +199,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
         steps = {"refined_boxes": model.box_refinement is not None,
                  "candidate_boxes": model.box_candidates is not None,
                  "reclassified_boxes": model.box_classes is not None,
-                 "joint_layout_scores": model.joint_layout_scores is not None}
+                 "joint_layout_scores": model.joint_layout_scores is not None,
+                 "class_alternatives": model.class_alternatives is not None}
         missing = [step for step, configured in steps.items()
                    if configured and not all(record["extra"].get(step) for record in records.values())]
         if not args.score_only and not missing:
             raise ValueError(f"{args.cache}: its records carry every step the config turns on (REFINE_BOXES "
                              f"{steps['refined_boxes']}, ERROR_MAP_CANDIDATES {steps['candidate_boxes']}, "
                              f"RECLASSIFY_BOXES {steps['reclassified_boxes']}, JOINT_LAYOUT_TOP_K > 0 "
-                             f"{steps['joint_layout_scores']}), so nothing is left to apply; add "
+                             f"{steps['joint_layout_scores']}, CLASS_ALTERNATIVES_FACTOR > 0 "
+                             f"{steps['class_alternatives']}), so nothing is left to apply; add "
                              "--score-only to report them as they are")
         logger.info("applying to the cached detections: %s", ", ".join(missing) or "nothing (--score-only)")
         stages = ("cached",) if args.score_only else ("cached", "refined")
@@ -214,8 +226,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
             if args.finished_results:
                 images += len(batch)
                 absent += [item["image_id"] for item in batch if item["image_id"] not in finished_results[dataset]]
-                given = [finished_output(finished_results[dataset].get(item["image_id"], []), item, model.device)
-                         for item in batch]
+                given = [finished_output(finished_results[dataset].get(item["image_id"], []), item, model.device,
+                                         args.finished_rescored) for item in batch]
                 evaluators["cached"].process(batch, given)
                 if args.score_only:
                     continue

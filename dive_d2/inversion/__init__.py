@@ -2,6 +2,7 @@
 
 from .box_classes import BoxClassDecision
 from .box_refinement import ErrorMapBoxRefinement
+from .class_alternatives import ClassAlternatives
 from .engine import (
     InversionResult,
     LayoutInversion,
@@ -17,7 +18,7 @@ from .pooling import POOLED_SCORES, RESTART_SELECTIONS, pool_detections
 from .precision import tf32_allowed
 from .scoring import SCORES, leave_one_out_scores, margin_scores
 
-__all__ = ["POOLED_SCORES", "RESTART_SELECTIONS", "SCORES", "BoxClassDecision", "ErrorMapBoxRefinement",
-           "ErrorMapCandidates", "InversionResult", "JointLayoutScores", "LayoutInversion", "MonitorCheck",
-           "best_restarts", "component_boxes", "hashed_seed", "leave_one_out_scores", "margin_scores",
+__all__ = ["POOLED_SCORES", "RESTART_SELECTIONS", "SCORES", "BoxClassDecision", "ClassAlternatives",
+           "ErrorMapBoxRefinement", "ErrorMapCandidates", "InversionResult", "JointLayoutScores", "LayoutInversion",
+           "MonitorCheck", "best_restarts", "component_boxes", "hashed_seed", "leave_one_out_scores", "margin_scores",
            "pool_detections", "replay_checks", "restart_seed", "tf32_allowed"]

@@ -39,11 +39,25 @@ from .error_map import layout_error_maps
 if TYPE_CHECKING:
     from ..modeling.meta_arch import DIVE
 
+CONTEXTS = ("all", "overlapping")
+
+
+def overlapping_members(boxes: torch.Tensor, index: int, members: list[int], limit: int) -> list[int]:
+    """The ``members`` (indices into ``boxes`` (N, 4), XYXY in any one unit) whose boxes share some area with box
+    ``index``, in their order; at most ``limit``, keeping those sharing the most area."""
+    corners = boxes[members] if members else boxes.new_zeros((0, 4))
+    width = (torch.minimum(corners[:, 2], boxes[index, 2]) - torch.maximum(corners[:, 0], boxes[index, 0]))
+    height = (torch.minimum(corners[:, 3], boxes[index, 3]) - torch.maximum(corners[:, 1], boxes[index, 1]))
+    shared = width.clamp(min=0.0) * height.clamp(min=0.0)
+    overlapping = [position for position in range(len(members)) if shared[position] > 0]
+    kept = sorted(sorted(overlapping, key=lambda position: -float(shared[position]))[:limit])
+    return [members[position] for position in kept]
+
 
 class JointLayoutScores:
     """Rescales the best detections' scores by what each explains beside the others; see the module docstring."""
 
-    def __init__(self, top_k: int = 8, accept: float = 0.5, exponent: float = 0.3):
+    def __init__(self, top_k: int = 8, accept: float = 0.5, exponent: float = 0.3, context: str = "all"):
         """
         Args:
             top_k: how many of the best-scored detections are rescored, >= 1.
@@ -51,6 +65,10 @@ class JointLayoutScores:
                 against; in (0, 1].
             exponent: each visited detection's score is multiplied by its ratio to this power; > 0 (smaller
                 keeps more of a partly explained detection's score).
+            context: which members of the joint layout a detection is measured next to, one of ``CONTEXTS``:
+                "all" of them (visits stop once the layout fills the tokenizer's slots), or only those whose
+                boxes overlap its box ("overlapping"; a detection overlapping none keeps its score, and the
+                joint layout may grow past the slots).
         """
         if top_k < 1:
             raise ValueError(f"JointLayoutScores: top_k (MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K) must be >= 1, "
@@ -61,9 +79,13 @@ class JointLayoutScores:
         if not exponent > 0.0:
             raise ValueError(f"JointLayoutScores: exponent (MODEL.DIVE.INVERSION.JOINT_LAYOUT_EXPONENT) must be > 0, "
                              f"got {exponent}")
+        if context not in CONTEXTS:
+            raise ValueError(f"JointLayoutScores: context (MODEL.DIVE.INVERSION.JOINT_LAYOUT_CONTEXT) must be one of "
+                             f"{CONTEXTS}, got {context!r}")
         self.top_k = top_k
         self.accept = accept
         self.exponent = exponent
+        self.context = context
 
     @torch.no_grad()
     def ratios(self, model: DIVE, latents: torch.Tensor, detections: Instances, timesteps: torch.Tensor,
@@ -82,26 +104,34 @@ class JointLayoutScores:
         empty = empty_map.detach().float().cpu()
         normalised = boxes / torch.tensor([width, height, width, height], dtype=torch.float32)
 
+        maps_by_members: dict[tuple[int, ...], torch.Tensor] = {(): empty}
+        maps_by_members.update({(index,): single_maps[position] for position, index in enumerate(visited.tolist())})
+
         def joint_map(indices: list[int]) -> torch.Tensor:
-            chosen = torch.tensor(indices, dtype=torch.int64)
-            layout = model.tokenizer.encode(boxes[chosen], classes[chosen], height, width)[None].to(latents.device)
-            return layout_error_maps(model, latents, layout, timesteps, noise)[0].float().cpu()
+            key = tuple(indices)
+            if key not in maps_by_members:
+                chosen = torch.tensor(indices, dtype=torch.int64)
+                layout = model.tokenizer.encode(boxes[chosen], classes[chosen], height, width)[None]
+                maps_by_members[key] = layout_error_maps(model, latents, layout.to(latents.device), timesteps,
+                                                         noise)[0].float().cpu()
+            return maps_by_members[key]
 
         accepted: list[int] = []
-        accepted_map = empty
         ratios = {}
         for position, index in enumerate(visited.tolist()):
-            if len(accepted) >= model.tokenizer.num_slots:
-                break
+            if self.context == "all":
+                if len(accepted) >= model.tokenizer.num_slots:
+                    break
+                members = accepted
+            else:
+                members = overlapping_members(boxes, index, accepted, model.tokenizer.num_slots - 1)
             box = normalised[index][None]
             alone = explained_inside_boxes(empty, single_maps[position][None], box).sum()
-            with_index = single_maps[position] if not accepted else joint_map(accepted + [index])
-            gain = explained_inside_boxes(accepted_map, with_index[None], box).sum()
+            gain = explained_inside_boxes(joint_map(members), joint_map(members + [index])[None], box).sum()
             ratio = float((gain / alone).clamp(0.0, 1.0)) if alone > 0 else 0.0
             ratios[index] = ratio
             if ratio >= self.accept:
                 accepted.append(index)
-                accepted_map = with_index
         return ratios
 
     @torch.no_grad()

@@ -38,6 +38,7 @@ from ..inversion import (
     RESTART_SELECTIONS,
     SCORES,
     BoxClassDecision,
+    ClassAlternatives,
     ErrorMapBoxRefinement,
     ErrorMapCandidates,
     InversionResult,
@@ -110,6 +111,7 @@ class DIVE(nn.Module):
         box_classes: BoxClassDecision | None = None,
         box_candidates: ErrorMapCandidates | None = None,
         joint_layout_scores: JointLayoutScores | None = None,
+        class_alternatives: ClassAlternatives | None = None,
         prior_rounding_weight: float = 0.0,
         prior_token_weight: float = 0.0,
         ranking_weight: float = 0.0,
@@ -146,6 +148,9 @@ class DIVE(nn.Module):
                 (dive_d2/inversion/error_map_candidates.py; not in the paper).
             joint_layout_scores: if given, the best detections are rescored last by what each explains next to a
                 joint layout of the better ones (dive_d2/inversion/joint_layout_scores.py; not in the paper).
+            class_alternatives: if given, every finished detection is returned once more with each other class
+                at a fraction of its score, after everything else (dive_d2/inversion/class_alternatives.py; not in
+                the paper).
             prior_rounding_weight: weight of ``loss_prior_rounding`` (``rounding_loss``, each sample weighted
                 by its a_t) in training the prior; 0 trains on the epsilon loss alone.
             prior_token_weight: weight of ``loss_prior_tokens``, the cross-entropy of the true tokens under a
@@ -221,6 +226,7 @@ class DIVE(nn.Module):
                              "other than \"layout\")")
         self.box_candidates = box_candidates
         self.joint_layout_scores = joint_layout_scores
+        self.class_alternatives = class_alternatives
         if prior_rounding_weight < 0:
             raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
         self.prior_rounding_weight = prior_rounding_weight
@@ -287,8 +293,11 @@ class DIVE(nn.Module):
             "box_candidates": ErrorMapCandidates.from_config(cfg),
             "joint_layout_scores": (JointLayoutScores(dive.INVERSION.JOINT_LAYOUT_TOP_K,
                                                       dive.INVERSION.JOINT_LAYOUT_ACCEPT,
-                                                      dive.INVERSION.JOINT_LAYOUT_EXPONENT)
+                                                      dive.INVERSION.JOINT_LAYOUT_EXPONENT,
+                                                      dive.INVERSION.JOINT_LAYOUT_CONTEXT)
                                     if dive.INVERSION.JOINT_LAYOUT_TOP_K != 0 else None),
+            "class_alternatives": (ClassAlternatives(dive.INVERSION.CLASS_ALTERNATIVES_FACTOR)
+                                   if dive.INVERSION.CLASS_ALTERNATIVES_FACTOR != 0 else None),
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
             "prior_token_weight": dive.PRIOR.TOKEN_LOSS_WEIGHT,
             "ranking_weight": dive.RANKING.WEIGHT,
@@ -552,24 +561,29 @@ class DIVE(nn.Module):
         """The configured steps after decoding, in place, each unless the outputs carry its mark already
         (detections read back from a cache): ``refine_boxes``, then ``reclassify_boxes`` (with
         ``box_candidates``, the error map's boxes added before it and overlaps suppressed after it), then
-        ``joint_layout_scores``. ``latents``: (B, C, h, w) of the B images of ``outputs``. Returns the names of
-        the steps applied."""
+        ``joint_layout_scores``, then ``class_alternatives``. ``latents``: (B, C, h, w) of the B images of
+        ``outputs``. Returns the names of the steps applied."""
         refine = self.box_refinement is not None and not any(output.get("refined_boxes") for output in outputs)
         reclassify = (self.box_classes is not None
                       and not any(output.get("reclassified_boxes") for output in outputs))
         candidates = self.box_candidates is not None and not any(output.get("candidate_boxes") for output in outputs)
         rescored = any(output.get("joint_layout_scores") for output in outputs)
         joint = self.joint_layout_scores is not None and not rescored
+        alternated = any(output.get("class_alternatives") for output in outputs)
+        alternatives = self.class_alternatives is not None and not alternated
         if candidates and not reclassify:
             raise ValueError("DIVE.finish_detections: these detections are reclassified already "
                              "(\"reclassified_boxes\"), so the error map's candidate boxes can no longer get classes; "
                              "finish the cached detections before the class decision")
         if (refine or candidates or reclassify) and rescored:
             raise ValueError("DIVE.finish_detections: these detections carry joint-layout scores already "
-                             "(\"joint_layout_scores\"), the last step; finish cached detections before it")
+                             "(\"joint_layout_scores\"); finish cached detections before them")
+        if (refine or candidates or reclassify or joint) and alternated:
+            raise ValueError("DIVE.finish_detections: these detections carry their class alternatives already "
+                             "(\"class_alternatives\"), the last step; finish cached detections before it")
         empty_maps = None
         # One empty-layout map per image (on the monitor's pairs) serves every step that reads it.
-        if refine or candidates or joint or (reclassify and self.box_classes.score != "layout"):
+        if refine or candidates or joint or alternatives or (reclassify and self.box_classes.score != "layout"):
             pairs = self.inversion.monitor_pairs_for(self, latents)[:2]
             empty_maps = empty_layout_error_map(self, latents, *pairs)
         if refine:
@@ -592,8 +606,14 @@ class DIVE(nn.Module):
                 output["instances"] = self.joint_layout_scores(self, latents[index : index + 1], output["instances"],
                                                                *pairs, empty_maps[index], map_caches[index])
                 output["joint_layout_scores"] = 1
+        if alternatives:
+            for index, output in enumerate(outputs):
+                output["instances"] = self.class_alternatives(self, latents[index : index + 1], output["instances"],
+                                                              *pairs, empty_maps[index], map_caches[index])
+                output["class_alternatives"] = 1
         return [name for name, done in (("refined_boxes", refine), ("candidate_boxes", candidates),
-                                        ("reclassified_boxes", reclassify), ("joint_layout_scores", joint))
+                                        ("reclassified_boxes", reclassify), ("joint_layout_scores", joint),
+                                        ("class_alternatives", alternatives))
                 if done]
 
     def reclassify_boxes(self, latents: torch.Tensor, outputs: list[dict], empty_maps: torch.Tensor | None = None,
