@@ -26,6 +26,7 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 from .box_classes import BoxClassDecision, explained_inside_boxes
+from .error_map import check_one_image_maps
 
 if TYPE_CHECKING:
     from ..modeling.meta_arch import DIVE
@@ -61,11 +62,7 @@ class ClassAlternatives:
             map_cache: each box's (classes, h, w) single-object error maps by its pixel XYXY tuple, as
                 ``BoxClassDecision`` keeps them; missing boxes are evaluated and added.
         """
-        if latents.dim() != 4 or len(latents) != 1:
-            raise ValueError(f"ClassAlternatives: latents must be (1, C, h, w), got shape {tuple(latents.shape)}")
-        if empty_map.shape != latents.shape[-2:]:
-            raise ValueError(f"ClassAlternatives: empty_map must be (h, w) = {tuple(latents.shape[-2:])}, got "
-                             f"{tuple(empty_map.shape)}")
+        check_one_image_maps("ClassAlternatives", latents, empty_map)
         count = len(detections)
         if count == 0:
             return detections

@@ -57,6 +57,16 @@ def empty_layout_error_map(model: DIVE, latents: torch.Tensor, timesteps: torch.
     return layout_error_maps(model, latents, empty, timesteps, noise)
 
 
+def check_one_image_maps(owner: str, latents: torch.Tensor, empty_map: torch.Tensor) -> None:
+    """Raise a ValueError naming ``owner`` unless ``latents`` is (1, C, h, w) and ``empty_map`` (h, w): the inputs
+    of the steps that score one image's detections by its error maps."""
+    if latents.dim() != 4 or len(latents) != 1:
+        raise ValueError(f"{owner}: latents must be (1, C, h, w), got shape {tuple(latents.shape)}")
+    if empty_map.shape != latents.shape[-2:]:
+        raise ValueError(f"{owner}: empty_map must be (h, w) = {tuple(latents.shape[-2:])}, got "
+                         f"{tuple(empty_map.shape)}")
+
+
 def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(height, width) bool: the grid cells whose centre lies in any of ``boxes`` (K, 4), XYXY normalised to
     [0, 1] (edges included)."""

@@ -34,7 +34,7 @@ import torch
 from detectron2.structures import Instances
 
 from .box_classes import BoxClassDecision, explained_inside_boxes
-from .error_map import layout_error_maps
+from .error_map import check_one_image_maps, layout_error_maps
 
 if TYPE_CHECKING:
     from ..modeling.meta_arch import DIVE
@@ -149,11 +149,7 @@ class JointLayoutScores:
             map_cache: each box's (classes, h, w) single-object error maps by its pixel XYXY tuple, as
                 ``BoxClassDecision`` keeps them; missing boxes are evaluated and added.
         """
-        if latents.dim() != 4 or len(latents) != 1:
-            raise ValueError(f"JointLayoutScores: latents must be (1, C, h, w), got shape {tuple(latents.shape)}")
-        if empty_map.shape != latents.shape[-2:]:
-            raise ValueError(f"JointLayoutScores: empty_map must be (h, w) = {tuple(latents.shape[-2:])}, got "
-                             f"{tuple(empty_map.shape)}")
+        check_one_image_maps("JointLayoutScores", latents, empty_map)
         if len(detections) == 0:
             return detections
         ratios = self.ratios(model, latents, detections, timesteps, noise, empty_map, map_cache)
