@@ -225,6 +225,9 @@ def add_dive_config(cfg: CN) -> CN:
     # empty map minus what each one's object explains: it still outlines a neighbour that made one part with it),
     # add their new boxes and decide again over all boxes; 0: off (error_map_candidates.py, add_residuals).
     cfg.MODEL.DIVE.INVERSION.CANDIDATE_RESIDUALS = 0
+    # Also outline, for every pair of the CANDIDATE_RESIDUAL_PAIRS best-scored detections, the map with the two
+    # explained together (an object joined to two found neighbours); 0: off, else >= 2 (add_residuals).
+    cfg.MODEL.DIVE.INVERSION.CANDIDATE_RESIDUAL_PAIRS = 0
     # Not in the paper: after everything above, rescore the JOINT_LAYOUT_TOP_K best detections by what each one's
     # object explains inside its box next to a joint layout of the better ones (those reaching JOINT_LAYOUT_ACCEPT
     # of what they explain alone join it), so parts and unions of found objects drop; 0: off

@@ -154,6 +154,27 @@ def test_a_residual_map_outlines_the_neighbour_that_made_one_part_with_the_expla
         ErrorMapCandidates(residuals=-1)
 
 
+def test_a_pair_residual_outlines_the_object_joined_to_two_explained_neighbours():
+    # Three outlines on a diagonal, each touching the next at a corner: the map's one part is their union, and
+    # explaining either end alone leaves the middle joined to the other end; only the two ends explained
+    # together leave the middle's own box.
+    error_map = outline_map((2, 2, 8, 8), (9, 9, 15, 15), (16, 16, 22, 22))
+    ends = torch.tensor([[2, 2, 9, 9], [16, 16, 23, 23]]) / 32
+    explained = torch.stack([error_map * box_mask(box[None], 32, 32) for box in ends])
+    middle = [9.0, 9.0, 16.0, 16.0]
+    empty = detections_of([], [], [], size=(32, 32))
+    assert ErrorMapCandidates(thresholds=(0.5,)).add(empty, error_map).pred_boxes.tensor.tolist() == [[2, 2, 23, 23]]
+    singles = ErrorMapCandidates(thresholds=(0.5,), residuals=2).add_residuals(empty, explained, error_map)
+    assert singles.pred_boxes.tensor.tolist() == [[9.0, 9.0, 23.0, 23.0], [2.0, 2.0, 16.0, 16.0]]
+    pairs = ErrorMapCandidates(thresholds=(0.5,), residual_pairs=2)
+    assert pairs.residual_detections == 2
+    assert pairs.add_residuals(empty, explained, error_map).pred_boxes.tensor.tolist() == [middle]
+    # Only the first residual_pairs detections pair up: with one row given there is no pair.
+    assert len(pairs.add_residuals(empty, explained[:1], error_map)) == 0
+    with pytest.raises(ValueError, match="CANDIDATE_RESIDUAL_PAIRS must be 0 \\(off\\) or >= 2 detections, got 1"):
+        ErrorMapCandidates(residual_pairs=1)
+
+
 def test_the_class_decision_reuses_cached_maps_and_decides_as_without_them(monkeypatch):
     model = tiny_model()
     evaluated = []
@@ -250,13 +271,14 @@ def test_the_share_score_weighs_the_explained_fraction_by_the_boxs_share_of_the_
     assert decided.scores.tolist() == pytest.approx([0.5 * 0.5, 0.5 * 0.25])
 
 
-@pytest.mark.parametrize("residuals", [0, 3])
-def test_the_detector_adds_candidates_before_the_class_decision_and_a_cache_gets_the_same(residuals):
+@pytest.mark.parametrize("residuals, residual_pairs", [(0, 0), (3, 0), (2, 3)])
+def test_the_detector_adds_candidates_before_the_class_decision_and_a_cache_gets_the_same(residuals, residual_pairs):
     model = tiny_model("MODEL.DIVE.INVERSION.REFINE_BOXES", "True", "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True",
                        "MODEL.DIVE.INVERSION.RECLASSIFY_SCORE", "explained_share",
                        "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "True",
-                       "MODEL.DIVE.INVERSION.CANDIDATE_RESIDUALS", str(residuals))
-    assert model.box_candidates.residuals == residuals
+                       "MODEL.DIVE.INVERSION.CANDIDATE_RESIDUALS", str(residuals),
+                       "MODEL.DIVE.INVERSION.CANDIDATE_RESIDUAL_PAIRS", str(residual_pairs))
+    assert (model.box_candidates.residuals, model.box_candidates.residual_pairs) == (residuals, residual_pairs)
     finished, refined_only, latents = detections_with_and_without(model, detector_inputs(), "box_candidates",
                                                                   "box_classes")
     with torch.no_grad():

@@ -38,6 +38,7 @@ The map is p(x|y)'s own signal, as in the refinement; no second detector is invo
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Sequence
 
@@ -176,7 +177,7 @@ class ErrorMapCandidates:
     overlapping boxes of a class; see the module docstring."""
 
     def __init__(self, thresholds: Sequence[float] = (0.15,), nms_iou: float = 0.5, split: bool = False,
-                 holes: bool = False, hole_margin: int = 2, residuals: int = 0):
+                 holes: bool = False, hole_margin: int = 2, residuals: int = 0, residual_pairs: int = 0):
         """
         Args:
             thresholds: the mask's levels; at level t a cell belongs to the mask when its error exceeds t x the
@@ -188,6 +189,8 @@ class ErrorMapCandidates:
                 grown by ``hole_margin`` cells (>= 0) on every side.
             residuals: how many of the best-scored detections after a first class decision get their residual
                 maps outlined (``add_residuals``); 0: none (>= 0).
+            residual_pairs: of how many of the best-scored detections every pair gets the residual map of the
+                two explained together outlined as well (``add_residuals``); 0: none, else >= 2.
         """
         thresholds = tuple(float(level) for level in thresholds)
         if not thresholds or not all(0.0 < level < 1.0 for level in thresholds) or not 0.0 < nms_iou <= 1.0:
@@ -197,12 +200,21 @@ class ErrorMapCandidates:
             raise ValueError(f"ErrorMapCandidates: CANDIDATE_HOLE_MARGIN must be >= 0 cells, got {hole_margin}")
         if residuals < 0:
             raise ValueError(f"ErrorMapCandidates: CANDIDATE_RESIDUALS must be >= 0 detections, got {residuals}")
+        if residual_pairs < 0 or residual_pairs == 1:
+            raise ValueError("ErrorMapCandidates: CANDIDATE_RESIDUAL_PAIRS must be 0 (off) or >= 2 detections, got "
+                             f"{residual_pairs}")
         self.thresholds = thresholds
         self.nms_iou = nms_iou
         self.split = split
         self.holes = holes
         self.hole_margin = int(hole_margin)
         self.residuals = int(residuals)
+        self.residual_pairs = int(residual_pairs)
+
+    @property
+    def residual_detections(self) -> int:
+        """How many of the best-scored detections ``add_residuals`` reads (0: the residual step is off)."""
+        return max(self.residuals, self.residual_pairs)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> ErrorMapCandidates | None:
@@ -218,7 +230,8 @@ class ErrorMapCandidates:
                              f"(one of {[score for score in BOX_SCORES if score != 'layout']}): with 'layout' its "
                              "boxes, which no layout holds, would all score 0")
         return cls(inversion.CANDIDATE_THRESHOLDS, inversion.CANDIDATE_NMS_IOU, inversion.CANDIDATE_SPLIT,
-                   inversion.CANDIDATE_HOLES, inversion.CANDIDATE_HOLE_MARGIN, inversion.CANDIDATE_RESIDUALS)
+                   inversion.CANDIDATE_HOLES, inversion.CANDIDATE_HOLE_MARGIN, inversion.CANDIDATE_RESIDUALS,
+                   inversion.CANDIDATE_RESIDUAL_PAIRS)
 
     def outline_boxes(self, error_map: torch.Tensor, reference: float | None = None) -> torch.Tensor:
         """(K, 4) float32 boxes XYXY normalised to [0, 1]: the component boxes of ``error_map`` (h, w) (and, with
@@ -254,21 +267,27 @@ class ErrorMapCandidates:
         region of its own no cut of that part gives either box. Once a first class decision has found one of
         them, the map with that object explained (the residual) still outlines the other, so its box becomes a
         candidate: the residual of detection m is ``error_map - explained_cells[m]``, outlined at the same levels
-        of the empty map's maximum.
+        of the empty map's maximum, for the first ``residuals`` detections. An object between two found ones
+        (or overlapped by both) stays joined to whichever is not explained, so with ``residual_pairs`` the map
+        with two detections explained together (``error_map - max(explained_cells[m], explained_cells[n])``) is
+        outlined as well, for every pair of the first ``residual_pairs`` detections.
 
         Args:
             detections: Instances with ``pred_boxes`` (XYXY, pixels of ``detections.image_size``), ``scores``,
                 ``pred_classes``: every box the first decision saw.
-            explained_cells: (M, h, w) >= 0, the error each of M detections (the best-scored ones) explains per
-                cell given its single-object layout (0 outside its box).
+            explained_cells: (M, h, w) >= 0, the error each of M detections (the best-scored ones, best first)
+                explains per cell given its single-object layout (0 outside its box).
             error_map: (h, w) the image's empty-layout error map.
         """
         if error_map.dim() != 2 or explained_cells.dim() != 3 or explained_cells.shape[1:] != error_map.shape:
             raise ValueError(f"ErrorMapCandidates.add_residuals: need error_map (h, w) and explained_cells (M, h, w),"
                              f" got {tuple(error_map.shape)} and {tuple(explained_cells.shape)}")
         reference = float(error_map.max())
-        residuals = (error_map[None] - explained_cells).clamp(min=0.0)
-        found = [self.outline_boxes(residual, reference) for residual in residuals]
+        explained = list(explained_cells[: self.residuals])
+        paired = explained_cells[: self.residual_pairs]
+        explained += [torch.maximum(paired[first], paired[second])
+                      for first, second in itertools.combinations(range(len(paired)), 2)]
+        found = [self.outline_boxes((error_map - cells).clamp(min=0.0), reference) for cells in explained]
         return _append_new_boxes(detections, torch.cat(found) if found else torch.zeros(0, 4))
 
     def suppress_overlaps(self, detections: Instances) -> Instances:

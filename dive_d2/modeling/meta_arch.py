@@ -595,7 +595,7 @@ class DIVE(nn.Module):
         first_boxes = [output["instances"] for output in outputs]
         if reclassify:
             self.reclassify_boxes(latents, outputs, empty_maps, map_caches)
-        if candidates and self.box_candidates.residuals > 0:
+        if candidates and self.box_candidates.residual_detections > 0:
             self.decide_with_residuals(latents, outputs, first_boxes, empty_maps, map_caches, pairs)
         if candidates:
             for output in outputs:
@@ -655,7 +655,7 @@ class DIVE(nn.Module):
         """
         candidates = self.box_candidates
         for index, output in enumerate(outputs):
-            best = candidates.suppress_overlaps(output["instances"])[: candidates.residuals]
+            best = candidates.suppress_overlaps(output["instances"])[: candidates.residual_detections]
             explained = self.box_classes.explained_cells(best, empty_maps[index], map_caches[index])
             widened = candidates.add_residuals(first_boxes[index], explained, empty_maps[index])
             if len(widened) > len(first_boxes[index]):  # the same boxes would give the same decision
