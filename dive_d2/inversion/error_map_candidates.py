@@ -284,9 +284,8 @@ class ErrorMapCandidates:
                              f" got {tuple(error_map.shape)} and {tuple(explained_cells.shape)}")
         reference = float(error_map.max())
         explained = list(explained_cells[: self.residuals])
-        paired = explained_cells[: self.residual_pairs]
-        explained += [torch.maximum(paired[first], paired[second])
-                      for first, second in itertools.combinations(range(len(paired)), 2)]
+        explained += [torch.maximum(first, second)
+                      for first, second in itertools.combinations(explained_cells[: self.residual_pairs], 2)]
         found = [self.outline_boxes((error_map - cells).clamp(min=0.0), reference) for cells in explained]
         return _append_new_boxes(detections, torch.cat(found) if found else torch.zeros(0, 4))
 
