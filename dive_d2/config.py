@@ -244,6 +244,12 @@ def add_dive_config(cfg: CN) -> CN:
     # the decided class's explains), as Faster R-CNN returns a box with several classes; 0: off
     # (class_alternatives.py).
     cfg.MODEL.DIVE.INVERSION.CLASS_ALTERNATIVES_FACTOR = 0.0
+    # Not in the paper: last of all, multiply each detection's score by exp(-PRIOR_SCORE_WEIGHT x p(y)'s denoising
+    # error of the layout holding that object alone / p(y)'s error of the empty layout), both over PRIOR_SCORE_PAIRS
+    # fixed pairs (seeded with SEED + 4), so boxes not shaped like the training set's objects (parts, unions) drop
+    # in the ranking; 0: off (prior_scores.py).
+    cfg.MODEL.DIVE.INVERSION.PRIOR_SCORE_WEIGHT = 0.0
+    cfg.MODEL.DIVE.INVERSION.PRIOR_SCORE_PAIRS = 64
     # Let CUDA run the inversion's convolutions and matrix products in TF32 (PyTorch's cuDNN default): about 20%
     # faster on an H200 but 1.6 AP50 lower on dive_shapes_val (dive_d2/inversion/precision.py). No effect on CPU.
     cfg.MODEL.DIVE.INVERSION.ALLOW_TF32 = False

@@ -158,6 +158,21 @@ def test_the_cache_tool_scores_the_cached_detections_and_finishes_them_as_the_de
     assert alternated[dataset]["refined"]["bbox"] == pytest.approx(detector["bbox"], nan_ok=True)
     with pytest.raises(ValueError, match="CLASS_ALTERNATIVES_FACTOR > 0"):
         tool.main([*from_rescored, *opts, *steps_on, *joint, "OUTPUT_DIR", str(tmp_path / "no_alternatives")])
+    # The prior scores on the detections with their alternatives the tool wrote: as the detector weighs them.
+    prior = ["MODEL.DIVE.INVERSION.PRIOR_SCORE_WEIGHT", "2.0"]
+    from_alternated = ["--config-file", config, "--weights", str(tmp_path / "tiny.pth"), "--finished-alternated",
+                       "--finished-results", str(tmp_path / "alternatives" / "refined" / "coco_instances_results.json")]
+    weighed = tool.main([*from_alternated, *opts, *steps_on, *joint, *alternatives, *prior, "OUTPUT_DIR",
+                         str(tmp_path / "prior")])
+    assert weighed[dataset]["cached"]["bbox"] == pytest.approx(alternated[dataset]["refined"]["bbox"], nan_ok=True)
+    detector = evaluate(*steps_on, *joint, *alternatives, *prior, "OUTPUT_DIR", str(tmp_path / "eval_prior"),
+                        "TEST.DETECTIONS_CACHE", "")
+    assert weighed[dataset]["refined"]["bbox"] == pytest.approx(detector["bbox"], nan_ok=True)
+    with pytest.raises(ValueError, match="PRIOR_SCORE_WEIGHT > 0"):
+        tool.main([*from_alternated, *opts, *steps_on, *joint, *alternatives, "OUTPUT_DIR", str(tmp_path / "no_prior")])
+    with pytest.raises(SystemExit):
+        tool.main([*from_alternated, "--finished-rescored", *opts, *steps_on, *prior, "OUTPUT_DIR",
+                   str(tmp_path / "both_marks")])
     with pytest.raises(KeyError, match=r"no cached detections for image_id \[3\]"):
         tool.main([*common, *opts[:-1], "3", *steps_on, "OUTPUT_DIR", str(tmp_path / "more")])
     with pytest.raises(ValueError, match="nothing is left to apply"):

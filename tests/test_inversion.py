@@ -18,10 +18,11 @@ from .test_dive_training import make_input, tiny_cfg
 TINY_INVERSION = ("MODEL.DIVE.INVERSION.MAX_STEPS", "6", "MODEL.DIVE.INVERSION.NUM_PAIRS", "4",
                   "MODEL.DIVE.INVERSION.PAIRS_PER_STEP", "2", "MODEL.DIVE.INVERSION.MONITOR_PAIRS", "2",
                   "MODEL.DIVE.INVERSION.MONITOR_PERIOD", "2", "MODEL.DIVE.INVERSION.PATIENCE", "2",
-                  # each test turns on the steps after decoding it checks (the joint-layout scores and the class
-                  # alternatives: their own tests)
+                  # each test turns on the steps after decoding it checks (the joint-layout scores, the class
+                  # alternatives and the prior scores: their own tests)
                   "MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K", "0",
-                  "MODEL.DIVE.INVERSION.CLASS_ALTERNATIVES_FACTOR", "0.0")
+                  "MODEL.DIVE.INVERSION.CLASS_ALTERNATIVES_FACTOR", "0.0",
+                  "MODEL.DIVE.INVERSION.PRIOR_SCORE_WEIGHT", "0.0")
 
 
 def tiny_model(*opts):

@@ -57,13 +57,14 @@ def test_shipped_dive_pair_prefers_the_true_layout(benchmark):
 
 def test_shipped_dive_reaches_its_ap50_floor(tmp_path):
     """DIVE with the shipped default on the first 8 val images through COCOEvaluator, as `make main` runs it.
-    Measured (README, "Results"): AP50 92.9 (session 48's default), 91.9 (session 45's), 90.6 (session 36's),
-    91.2 (session 35's), 84.4 (session 33's), 81.8 (session 32's), 79.0 (session 31's), 70.2 (session 30's),
-    70.9 (session 29's), 62.4 (session 28's); the inversion alone gave 8.5, and inversion
+    Measured (README, "Results"): AP50 93.0 (session 49's default), 92.9 (session 48's), 91.9 (session 45's),
+    90.6 (session 36's), 91.2 (session 35's), 84.4 (session 33's), 81.8 (session 32's), 79.0 (session 31's),
+    70.2 (session 30's), 70.9 (session 29's), 62.4 (session 28's); the inversion alone gave 8.5, and inversion
     seeds moved that by up to 7 points. Since session 29 most true positives come from the error map's boxes,
     which do not depend on the inversion's seed, so the floor 40 leaves a margin of 30 points or more for a float
     path that differs on another CPU and still fails when a step after the inversion stops working (without the
-    class decision and the candidates: 26.7). About 9 minutes on 2 CPU cores (session 48's residual pairs)."""
+    class decision and the candidates: 26.7). About 8-9 minutes on 2 CPU cores (session 48's residual pairs,
+    session 49's prior scores)."""
     config = os.path.join(REPO_ROOT, "configs", "shapes", "dive.yaml")
     train_net, cfg = setup_cfg(config, "--eval-only", "MODEL.DEVICE", "cpu", "DATASETS.TEST_LIMIT", "8",
                                "MODEL.WEIGHTS", os.path.join(REPO_ROOT, "weights", "shapes", "dive.pth"),

@@ -17,7 +17,9 @@ to apply it stops with an error; ``--score-only`` reports the cached detections 
 that COCOEvaluator wrote (this tool's ``OUTPUT_DIR/refined/``, or an evaluation's ``inference/``), each image's
 detections marked with every step before the joint-layout scores (``JOINT_LAYOUT_TOP_K``,
 joint_layout_scores.py), the only one left to apply; the two tables are then "cached" (the file's detections
-as they are) and "refined".
+as they are) and "refined". ``--finished-rescored`` says the files carry the joint-layout scores too (the class
+alternatives, ``CLASS_ALTERNATIVES_FACTOR``, are left), ``--finished-alternated`` the class alternatives as well
+(only the prior scores, ``PRIOR_SCORE_WEIGHT``, prior_scores.py, are left).
 
 ``--ground-truth-boxes`` (no cache) gives the class decision the dataset's own boxes instead: each image's
 ground-truth boxes, class 0 and score 1, marked refined and with candidates, so that only the class decision and
@@ -123,11 +125,14 @@ def read_finished_results(paths: list[str], dataset: str) -> dict[int, list[dict
     return by_image
 
 
-def finished_output(results: list[dict], item: dict, device: torch.device, rescored: bool = False) -> dict:
+def finished_output(results: list[dict], item: dict, device: torch.device, rescored: bool = False,
+                    alternated: bool = False) -> dict:
     """One image's finished detections (COCO results of ``read_finished_results``) as DIVE output at the image's
-    output size, marked with every step before the joint-layout scores (``rescored``: with those too)."""
+    output size, marked with every step before the joint-layout scores (``rescored``: with those too;
+    ``alternated``: with the class alternatives as well)."""
     instances = instances_from_results(results, item["height"], item["width"], torch.float32, device)
-    steps = FINISHED_STEPS + (("joint_layout_scores",) if rescored else ())
+    steps = (FINISHED_STEPS + (("joint_layout_scores",) if rescored or alternated else ())
+             + (("class_alternatives",) if alternated else ()))
     return {"instances": instances, **dict.fromkeys(steps, 1)}
 
 
@@ -149,6 +154,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     parser.add_argument("--finished-rescored", action="store_true",
                         help="with --finished-results: the files carry the joint-layout scores too (a default "
                              "evaluation's results), so only the class alternatives are left to apply")
+    parser.add_argument("--finished-alternated", action="store_true",
+                        help="with --finished-results: the files carry the class alternatives too (a default "
+                             "evaluation's results before the prior scores), so only the prior scores are left")
     parser.add_argument("--ground-truth-boxes", action="store_true",
                         help="give the class decision each image's ground-truth boxes instead of cached detections")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config options")
@@ -162,22 +170,34 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
     datasets = list(cfg.DATASETS.TEST)
     if args.images:
         datasets = [register_first_images(name, args.images[1], args.images[0]) for name in datasets]
-    if args.finished_rescored and not args.finished_results:
-        parser.error("--finished-rescored describes --finished-results files: give them")
+    if (args.finished_rescored or args.finished_alternated) and not args.finished_results:
+        parser.error("--finished-rescored and --finished-alternated describe --finished-results files: give them")
+    if args.finished_rescored and args.finished_alternated:
+        parser.error("give one of --finished-rescored (the class alternatives are left) and --finished-alternated "
+                     "(only the prior scores are left)")
     model = load_model(cfg, args.weights)
     finished_results = {}
     if args.finished_results:
         if args.cache or args.ground_truth_boxes:
             parser.error("--finished-results reads no cache and no ground truth: drop --cache and "
                          "--ground-truth-boxes")
-        if args.finished_rescored and model.class_alternatives is None and not args.score_only:
-            raise ValueError("--finished-rescored leaves the class alternatives only to apply: set "
-                             "MODEL.DIVE.INVERSION.CLASS_ALTERNATIVES_FACTOR > 0 (or add --score-only)")
-        if not args.finished_rescored and model.joint_layout_scores is None and not args.score_only:
-            raise ValueError("--finished-results applies the joint-layout scores (and the class alternatives, if "
-                             "on): set MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K > 0 (or add --score-only)")
-        left = ("the class alternatives" if args.finished_rescored else
-                "the joint-layout scores" + (" and the class alternatives" if model.class_alternatives else ""))
+        if args.finished_alternated and model.prior_scores is None and not args.score_only:
+            raise ValueError("--finished-alternated leaves the prior scores only to apply: set "
+                             "MODEL.DIVE.INVERSION.PRIOR_SCORE_WEIGHT > 0 (or add --score-only)")
+        if (args.finished_rescored and model.class_alternatives is None and model.prior_scores is None
+                and not args.score_only):
+            raise ValueError("--finished-rescored leaves the class alternatives (and the prior scores) only to apply: "
+                             "set MODEL.DIVE.INVERSION.CLASS_ALTERNATIVES_FACTOR > 0 or PRIOR_SCORE_WEIGHT > 0 (or "
+                             "add --score-only)")
+        if (not (args.finished_rescored or args.finished_alternated) and model.joint_layout_scores is None
+                and not args.score_only):
+            raise ValueError("--finished-results applies the joint-layout scores (and the class alternatives and "
+                             "the prior scores, if on): set MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K > 0 (or add "
+                             "--score-only)")
+        later = [name for name, on in (("the class alternatives", model.class_alternatives is not None),
+                                       ("the prior scores", model.prior_scores is not None)) if on]
+        left = " and ".join(["the prior scores"] if args.finished_alternated else
+                            later if args.finished_rescored else ["the joint-layout scores", *later])
         finished_results = {dataset: read_finished_results(args.finished_results, dataset) for dataset in datasets}
         records = {}
         logger.info("applying %s to the finished detections of %s", left, ", ".join(args.finished_results))
@@ -200,7 +220,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
                  "candidate_boxes": model.box_candidates is not None,
                  "reclassified_boxes": model.box_classes is not None,
                  "joint_layout_scores": model.joint_layout_scores is not None,
-                 "class_alternatives": model.class_alternatives is not None}
+                 "class_alternatives": model.class_alternatives is not None,
+                 "prior_scores": model.prior_scores is not None}
         missing = [step for step, configured in steps.items()
                    if configured and not all(record["extra"].get(step) for record in records.values())]
         if not args.score_only and not missing:
@@ -208,7 +229,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
                              f"{steps['refined_boxes']}, ERROR_MAP_CANDIDATES {steps['candidate_boxes']}, "
                              f"RECLASSIFY_BOXES {steps['reclassified_boxes']}, JOINT_LAYOUT_TOP_K > 0 "
                              f"{steps['joint_layout_scores']}, CLASS_ALTERNATIVES_FACTOR > 0 "
-                             f"{steps['class_alternatives']}), so nothing is left to apply; add "
+                             f"{steps['class_alternatives']}, PRIOR_SCORE_WEIGHT > 0 {steps['prior_scores']}), "
+                             "so nothing is left to apply; add "
                              "--score-only to report them as they are")
         logger.info("applying to the cached detections: %s", ", ".join(missing) or "nothing (--score-only)")
         stages = ("cached",) if args.score_only else ("cached", "refined")
@@ -227,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, dict]]:
                 images += len(batch)
                 absent += [item["image_id"] for item in batch if item["image_id"] not in finished_results[dataset]]
                 given = [finished_output(finished_results[dataset].get(item["image_id"], []), item, model.device,
-                                         args.finished_rescored) for item in batch]
+                                         args.finished_rescored, args.finished_alternated) for item in batch]
                 evaluators["cached"].process(batch, given)
                 if args.score_only:
                     continue

@@ -44,6 +44,7 @@ from ..inversion import (
     InversionResult,
     JointLayoutScores,
     LayoutInversion,
+    PriorScores,
     hashed_seed,
     leave_one_out_scores,
     margin_scores,
@@ -112,6 +113,7 @@ class DIVE(nn.Module):
         box_candidates: ErrorMapCandidates | None = None,
         joint_layout_scores: JointLayoutScores | None = None,
         class_alternatives: ClassAlternatives | None = None,
+        prior_scores: PriorScores | None = None,
         prior_rounding_weight: float = 0.0,
         prior_token_weight: float = 0.0,
         ranking_weight: float = 0.0,
@@ -151,6 +153,8 @@ class DIVE(nn.Module):
             class_alternatives: if given, every finished detection is returned once more with each other class
                 at a fraction of its score, after everything else (dive_d2/inversion/class_alternatives.py; not in
                 the paper).
+            prior_scores: if given, last of all every detection's score is weighed by how typical p(y) finds its
+                object alone (dive_d2/inversion/prior_scores.py; not in the paper).
             prior_rounding_weight: weight of ``loss_prior_rounding`` (``rounding_loss``, each sample weighted
                 by its a_t) in training the prior; 0 trains on the epsilon loss alone.
             prior_token_weight: weight of ``loss_prior_tokens``, the cross-entropy of the true tokens under a
@@ -227,6 +231,7 @@ class DIVE(nn.Module):
         self.box_candidates = box_candidates
         self.joint_layout_scores = joint_layout_scores
         self.class_alternatives = class_alternatives
+        self.prior_scores = prior_scores
         if prior_rounding_weight < 0:
             raise ValueError(f"DIVE: MODEL.DIVE.PRIOR.ROUNDING_WEIGHT must be >= 0, got {prior_rounding_weight}")
         self.prior_rounding_weight = prior_rounding_weight
@@ -298,6 +303,9 @@ class DIVE(nn.Module):
                                     if dive.INVERSION.JOINT_LAYOUT_TOP_K != 0 else None),
             "class_alternatives": (ClassAlternatives(dive.INVERSION.CLASS_ALTERNATIVES_FACTOR)
                                    if dive.INVERSION.CLASS_ALTERNATIVES_FACTOR != 0 else None),
+            "prior_scores": (PriorScores(dive.INVERSION.PRIOR_SCORE_WEIGHT, dive.INVERSION.PRIOR_SCORE_PAIRS,
+                                         dive.INVERSION.SEED + 4)
+                             if dive.INVERSION.PRIOR_SCORE_WEIGHT != 0 else None),
             "prior_rounding_weight": dive.PRIOR.ROUNDING_WEIGHT,
             "prior_token_weight": dive.PRIOR.TOKEN_LOSS_WEIGHT,
             "ranking_weight": dive.RANKING.WEIGHT,
@@ -561,8 +569,8 @@ class DIVE(nn.Module):
         """The configured steps after decoding, in place, each unless the outputs carry its mark already
         (detections read back from a cache): ``refine_boxes``, then ``reclassify_boxes`` (with
         ``box_candidates``, the error map's boxes added before it and overlaps suppressed after it), then
-        ``joint_layout_scores``, then ``class_alternatives``. ``latents``: (B, C, h, w) of the B images of
-        ``outputs``. Returns the names of the steps applied."""
+        ``joint_layout_scores``, then ``class_alternatives``, then ``prior_scores``. ``latents``: (B, C, h, w) of
+        the B images of ``outputs``. Returns the names of the steps applied."""
         refine = self.box_refinement is not None and not any(output.get("refined_boxes") for output in outputs)
         reclassify = (self.box_classes is not None
                       and not any(output.get("reclassified_boxes") for output in outputs))
@@ -571,6 +579,8 @@ class DIVE(nn.Module):
         joint = self.joint_layout_scores is not None and not rescored
         alternated = any(output.get("class_alternatives") for output in outputs)
         alternatives = self.class_alternatives is not None and not alternated
+        prior_scored = any(output.get("prior_scores") for output in outputs)
+        prior_scores = self.prior_scores is not None and not prior_scored
         if candidates and not reclassify:
             raise ValueError("DIVE.finish_detections: these detections are reclassified already "
                              "(\"reclassified_boxes\"), so the error map's candidate boxes can no longer get classes; "
@@ -580,7 +590,10 @@ class DIVE(nn.Module):
                              "(\"joint_layout_scores\"); finish cached detections before them")
         if (refine or candidates or reclassify or joint) and alternated:
             raise ValueError("DIVE.finish_detections: these detections carry their class alternatives already "
-                             "(\"class_alternatives\"), the last step; finish cached detections before it")
+                             "(\"class_alternatives\"); finish cached detections before it")
+        if (refine or candidates or reclassify or joint or alternatives) and prior_scored:
+            raise ValueError("DIVE.finish_detections: these detections carry their prior scores already "
+                             "(\"prior_scores\"), the last step; finish cached detections before it")
         empty_maps = None
         # One empty-layout map per image (on the monitor's pairs) serves every step that reads it.
         if refine or candidates or joint or alternatives or (reclassify and self.box_classes.score != "layout"):
@@ -611,9 +624,13 @@ class DIVE(nn.Module):
                 output["instances"] = self.class_alternatives(self, latents[index : index + 1], output["instances"],
                                                               *pairs, empty_maps[index], map_caches[index])
                 output["class_alternatives"] = 1
+        if prior_scores:
+            for output in outputs:
+                output["instances"] = self.prior_scores(self, output["instances"])
+                output["prior_scores"] = 1
         return [name for name, done in (("refined_boxes", refine), ("candidate_boxes", candidates),
                                         ("reclassified_boxes", reclassify), ("joint_layout_scores", joint),
-                                        ("class_alternatives", alternatives))
+                                        ("class_alternatives", alternatives), ("prior_scores", prior_scores))
                 if done]
 
     def reclassify_boxes(self, latents: torch.Tensor, outputs: list[dict], empty_maps: torch.Tensor | None = None,
