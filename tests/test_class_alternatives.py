@@ -34,6 +34,12 @@ def class_dependent_maps(tokenizer, seen):
     return maps
 
 
+def scores_by_box_and_class(instances) -> dict:
+    """{(box XYXY tuple, class): score} of Instances with ``pred_boxes``, ``pred_classes`` and ``scores``."""
+    return {(tuple(box), label): score for box, label, score in zip(
+        instances.pred_boxes.tensor.tolist(), instances.pred_classes.tolist(), instances.scores.tolist(), strict=True)}
+
+
 def with_alternatives(monkeypatch, detections, factor=0.1, map_cache=None):
     model = tiny_model()
     assert model.tokenizer.num_classes == len(EXPLAINED_BY_CLASS)
@@ -90,12 +96,8 @@ def test_the_detector_adds_the_alternatives_last_and_finishing_cached_detections
         assert torch.equal(ours["instances"].pred_classes, theirs["instances"].pred_classes)
         # Every detection is kept with its score; each other one is another class of a kept box, scored at most
         # the factor times that box's best score.
-        kept = {(tuple(box), label): score for box, label, score in zip(
-            without["instances"].pred_boxes.tensor.tolist(), without["instances"].pred_classes.tolist(),
-            without["instances"].scores.tolist(), strict=True)}
-        returned = {(tuple(box), label): score for box, label, score in zip(
-            ours["instances"].pred_boxes.tensor.tolist(), ours["instances"].pred_classes.tolist(),
-            ours["instances"].scores.tolist(), strict=True)}
+        kept = scores_by_box_and_class(without["instances"])
+        returned = scores_by_box_and_class(ours["instances"])
         assert len(returned) == len(ours["instances"])
         assert all(returned[key] == pytest.approx(score) for key, score in kept.items())
         for (box, label), score in returned.items():

@@ -7,7 +7,7 @@ import torch
 
 from dive_d2.inversion import PriorScores
 
-from .test_class_alternatives import OBJECT
+from .test_class_alternatives import OBJECT, scores_by_box_and_class
 from .test_dive_training import detections_with_and_without, detector_inputs
 from .test_inversion import detections_of, tiny_model
 
@@ -77,12 +77,8 @@ def test_the_detector_weighs_the_scores_last_and_finishing_cached_detections_giv
         # The same detections, each score times a factor in (0, 1), sorted again.
         scores = ours["instances"].scores
         assert torch.equal(scores, scores.sort(descending=True).values)
-        before_scores = {(tuple(box), label): score for box, label, score in zip(
-            without["instances"].pred_boxes.tensor.tolist(), without["instances"].pred_classes.tolist(),
-            without["instances"].scores.tolist(), strict=True)}
-        after_scores = {(tuple(box), label): score for box, label, score in zip(
-            ours["instances"].pred_boxes.tensor.tolist(), ours["instances"].pred_classes.tolist(),
-            scores.tolist(), strict=True)}
+        before_scores = scores_by_box_and_class(without["instances"])
+        after_scores = scores_by_box_and_class(ours["instances"])
         assert after_scores.keys() == before_scores.keys()
         for key, score in after_scores.items():
             if before_scores[key] > 0:
