@@ -40,6 +40,23 @@ def scores_by_box_and_class(instances) -> dict:
         instances.pred_boxes.tensor.tolist(), instances.pred_classes.tolist(), instances.scores.tolist(), strict=True)}
 
 
+def last_step_finished_twice(model, step: str) -> tuple[list, list, list, torch.Tensor]:
+    """Runs the detector with its last step ``step`` (also its output mark) and again without it, then gives the
+    second run's outputs that step through ``DIVE.finish_detections`` (the path cached detections take), checking
+    that it applies exactly that step once and that both ways give the same boxes and scores. Returns the
+    detector's outputs, the finished ones, copies of those from before the step, and the latents."""
+    finished, before, latents = detections_with_and_without(model, detector_inputs(), step)
+    plain = [dict(output) for output in before]  # the step replaces "instances", so these keep the detections
+    with torch.no_grad():
+        assert model.finish_detections(latents, before) == [step]
+        assert model.finish_detections(latents, before) == []
+    for ours, theirs in zip(finished, before, strict=True):
+        assert ours[step] == theirs[step] == 1
+        assert torch.equal(ours["instances"].pred_boxes.tensor, theirs["instances"].pred_boxes.tensor)
+        assert torch.allclose(ours["instances"].scores, theirs["instances"].scores)
+    return finished, before, plain, latents
+
+
 def with_alternatives(monkeypatch, detections, factor=0.1, map_cache=None):
     model = tiny_model()
     assert model.tokenizer.num_classes == len(EXPLAINED_BY_CLASS)
@@ -83,16 +100,9 @@ def test_the_detector_adds_the_alternatives_last_and_finishing_cached_detections
                        "MODEL.DIVE.INVERSION.ERROR_MAP_CANDIDATES", "True",
                        "MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K", "4",
                        "MODEL.DIVE.INVERSION.CLASS_ALTERNATIVES_FACTOR", "0.1")
-    finished, before, latents = detections_with_and_without(model, detector_inputs(), "class_alternatives")
-    plain = [dict(output) for output in before]  # the step replaces "instances", so these keep the detections
-    with torch.no_grad():
-        assert model.finish_detections(latents, before) == ["class_alternatives"]
-        assert model.finish_detections(latents, before) == []
+    finished, before, plain, latents = last_step_finished_twice(model, "class_alternatives")
     alternatives = 0
     for ours, theirs, without in zip(finished, before, plain, strict=True):
-        assert ours["class_alternatives"] == theirs["class_alternatives"] == 1
-        assert torch.equal(ours["instances"].pred_boxes.tensor, theirs["instances"].pred_boxes.tensor)
-        assert torch.allclose(ours["instances"].scores, theirs["instances"].scores)
         assert torch.equal(ours["instances"].pred_classes, theirs["instances"].pred_classes)
         # Every detection is kept with its score; each other one is another class of a kept box, scored at most
         # the factor times that box's best score.
