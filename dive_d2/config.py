@@ -88,6 +88,11 @@ def add_dive_config(cfg: CN) -> CN:
     # sin/cos frequencies of the pixel queries; kept apart from LAYOUT_ENCODER.NUM_FREQUENCIES because only
     # the corner rows are searched by inversion (and so need to be smooth), not the fixed pixel grid.
     cfg.MODEL.DIVE.SPATIAL_MAP.NUM_FREQUENCIES = 6
+    # Training aid, not in the paper (session 51): > 0 adds loss_image_occupancy, this weight times the binary
+    # cross-entropy of the map's first NUM_CLASSES channels against which latent pixels each class's boxes cover
+    # (spatial_layout.layout_occupancy), so the corner table and the map learn position from the first step. The
+    # map stays a function of the layout tokens alone: inversion is unchanged. Needs CHANNELS >= NUM_CLASSES.
+    cfg.MODEL.DIVE.SPATIAL_MAP.OCCUPANCY_LOSS_WEIGHT = 0.0
 
     cfg.MODEL.DIVE.PRIOR = CN()
     cfg.MODEL.DIVE.PRIOR.WIDTH = 128

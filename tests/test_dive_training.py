@@ -13,9 +13,10 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from dive_d2 import add_dive_config
-from dive_d2.layout import random_object_moves
+from dive_d2.layout import LayoutTokenizer, random_object_moves
 from dive_d2.modeling.denoising import ranking_loss
 from dive_d2.modeling.layout_prior import rounding_loss
+from dive_d2.modeling.spatial_layout import layout_occupancy
 
 from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
 
@@ -165,6 +166,40 @@ def test_a_few_steps_lower_both_losses():
     image_after, prior_after = fixed_errors(model, batch)
     assert image_after < 0.8 * image_before
     assert prior_after < 0.8 * prior_before
+
+
+def test_layout_occupancy_covers_each_class_boxes_pixels():
+    tokenizer = LayoutTokenizer(3, 65, 4)
+    boxes = torch.tensor([[0.0, 0.0, 32.0, 16.0], [32.0, 32.0, 64.0, 64.0], [40.0, 0.0, 60.0, 20.0]])
+    tokens = torch.stack([tokenizer.encode(boxes, torch.tensor([1, 2, 2]), 64, 64),
+                          tokenizer.encode(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 64, 64)])
+    occupancy = layout_occupancy(tokenizer, tokens, 32, 32)  # half the 64 px frame per side
+    assert occupancy.shape == (2, 3, 32, 32)
+    expected = torch.zeros(3, 32, 32)
+    expected[1, :8, :16] = 1
+    expected[2, 16:, 16:] = 1
+    expected[2, :10, 20:30] = 1
+    assert torch.equal(occupancy[0], expected)
+    assert occupancy[1].sum() == 0, "an empty layout covers nothing"
+
+
+def test_occupancy_term_trains_the_layout_side_toward_the_boxes():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("MODEL.DIVE.TRAIN_PRIOR", "False", "MODEL.DIVE.SPATIAL_MAP.OCCUPANCY_LOSS_WEIGHT",
+                                 "1.0"))
+    model.train()
+    batch = mixed_batch()
+    losses = model(batch)
+    assert set(losses) == {"loss_image", "loss_image_occupancy"}
+    losses["loss_image_occupancy"].backward()
+    assert model.unet.conv_in.weight.grad is None, "the target trains the map and the layout encoder only"
+    assert model.layout_encoder.coordinate_projection.weight.grad.abs().sum() > 0
+    before = losses["loss_image_occupancy"].item()
+    train_steps(model, batch, "loss_image_occupancy", 30)
+    assert model(batch)["loss_image_occupancy"].item() < 0.5 * before
+    with pytest.raises(ValueError, match="OCCUPANCY_LOSS_WEIGHT.*2 channels and 3 classes"):
+        build_model(tiny_cfg("MODEL.DIVE.SPATIAL_MAP.OCCUPANCY_LOSS_WEIGHT", "1.0", "MODEL.DIVE.SPATIAL_MAP.CHANNELS",
+                             "2"))
 
 
 def test_checkpoint_and_diffusers_export_round_trip(tmp_path):

@@ -58,7 +58,7 @@ from .denoising import clean_estimate, denoising_error, noise_prediction_error, 
 from .first_stage import FirstStage
 from .layout_encoder import LayoutEncoderModel
 from .layout_prior import LayoutPriorTransformer, noise_from_token_logits, prior_input_scale, rounding_loss
-from .spatial_layout import SpatialLayoutMap
+from .spatial_layout import SpatialLayoutMap, layout_occupancy
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class DIVE(nn.Module):
         ranking_timesteps: tuple[int, int] = (0, 0),
         hard_negatives: list[HardNegativeImage] | None = None,
         hard_negatives_per_step: int = 8,
+        occupancy_loss_weight: float = 0.0,
         allow_tf32: bool = False,
     ):
         """
@@ -169,6 +170,8 @@ class DIVE(nn.Module):
                 moves: each step draws ``hard_negatives_per_step`` of these images (with replacement), one of
                 each image's negatives, and timesteps uniformly in the ranking window
                 (``hard_negative_ranking_loss``).
+            occupancy_loss_weight: weight of ``loss_image_occupancy`` (``occupancy_loss``) in training p(x|y);
+                0 turns it off, > 0 needs a spatial map with at least one channel per class.
             allow_tf32: let CUDA use TF32 in inference (the inversion, scores and refinement); see
                 dive_d2/inversion/precision.py.
         """
@@ -258,6 +261,11 @@ class DIVE(nn.Module):
                              f"NEGATIVES_PER_STEP >= 1; got {len(hard_negatives)} images, {hard_negatives_per_step}")
         self.hard_negatives = hard_negatives
         self.hard_negatives_per_step = hard_negatives_per_step
+        if occupancy_loss_weight < 0 or (occupancy_loss_weight > 0 and map_channels < tokenizer.num_classes):
+            raise ValueError("DIVE: MODEL.DIVE.SPATIAL_MAP.OCCUPANCY_LOSS_WEIGHT must be >= 0, and > 0 only with "
+                             f"SPATIAL_MAP.CHANNELS >= NUM_CLASSES; got {occupancy_loss_weight} with {map_channels} "
+                             f"channels and {tokenizer.num_classes} classes")
+        self.occupancy_loss_weight = occupancy_loss_weight
         self.allow_tf32 = allow_tf32
         # Its own stream, so that turning the ranking term on leaves the shuffles and the (t, noise) draws as they were.
         self.ranking_generator = torch.Generator().manual_seed(shuffle_seed + 1)
@@ -317,6 +325,7 @@ class DIVE(nn.Module):
                                if dive.RANKING.NEGATIVES and dive.RANKING.WEIGHT > 0 and dive.TRAIN_IMAGE_MODEL
                                else None),
             "hard_negatives_per_step": dive.RANKING.NEGATIVES_PER_STEP,
+            "occupancy_loss_weight": dive.SPATIAL_MAP.OCCUPANCY_LOSS_WEIGHT,
             "allow_tf32": dive.INVERSION.ALLOW_TF32,
         }
 
@@ -410,6 +419,9 @@ class DIVE(nn.Module):
         if self.train_image_model:
             latents = self.first_stage.encode(self.preprocess_images(batched_inputs))
             losses.update(self.image_training_losses(latents, tokens))
+            if self.occupancy_loss_weight:
+                losses["loss_image_occupancy"] = self.occupancy_loss_weight * self.occupancy_loss(
+                    tokens, *latents.shape[-2:])
         if self.train_prior:
             losses.update(self.prior_training_losses(tokens))
         return losses
@@ -440,6 +452,13 @@ class DIVE(nn.Module):
         return {"loss_image": true_errors.mean(),
                 "loss_image_ranking": self.ranking_weight * ranking_loss(
                     true_errors[ranked], wrong_errors, self.ranking_temperature)}
+
+    def occupancy_loss(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Scalar: mean binary cross-entropy of the spatial map's first num_classes channels (logits) for (B, L)
+        layout tokens on the latent's ``height`` x ``width`` grid, against ``layout_occupancy``."""
+        context = self.layout_encoder(self.layout_encoder.embed_tokens(tokens))
+        logits = self.spatial_map(context, height, width)[:, : self.tokenizer.num_classes]
+        return F.binary_cross_entropy_with_logits(logits, layout_occupancy(self.tokenizer, tokens, height, width))
 
     def hard_negative_ranking_loss(self) -> torch.Tensor:
         """``ranking_loss`` (unweighted, scalar) of N = ``hard_negatives_per_step`` images drawn from
