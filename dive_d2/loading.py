@@ -28,10 +28,40 @@ def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
     return cfg
 
 
+class InferenceCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer that refuses a file which does not fill the model.
+
+    DetectionCheckpointer skips a tensor whose shape differs from the model's and leaves a missing one at its
+    initial value, with a warning. Training from a partial file wants that (a prior trained on an image-only
+    checkpoint); evaluation would give wrong detections without an error (weights trained with
+    ``MODEL.DIVE.SPATIAL_MAP.CHANNELS 10`` under a config that builds 8). ``load`` raises ValueError naming the
+    file and the first tensors that do not fit.
+    """
+
+    def load(self, path: str, *args, **kwargs) -> dict:
+        self._path = path
+        return super().load(path, *args, **kwargs)
+
+    def _load_model(self, checkpoint: dict):
+        incompatible = super()._load_model(checkpoint)
+        problems = [f"{key} is {tuple(saved)} in the file but {tuple(built)} in the model"
+                    for key, saved, built in incompatible.incorrect_shapes]
+        reshaped = {key for key, _, _ in incompatible.incorrect_shapes}
+        problems += [f"{key} is not in the file" for key in incompatible.missing_keys if key not in reshaped]
+        if problems:
+            shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
+            raise ValueError(f"{self._path} does not fit the model the config builds: {shown}. Use the config and "
+                             "overrides the weights were trained with.")
+        return incompatible
+
+
 def load_model(cfg: CfgNode, weights: str) -> torch.nn.Module:
-    """The model of ``cfg`` with ``weights`` (a DetectionCheckpointer file) loaded, in eval mode."""
+    """The model of ``cfg`` with ``weights`` (a DetectionCheckpointer file) loaded, in eval mode.
+
+    Raises ValueError naming ``weights`` when a tensor of the model is missing from it or has another shape.
+    """
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
+    InferenceCheckpointer(model).load(weights)
     return model.eval()
 
 

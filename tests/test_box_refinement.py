@@ -12,7 +12,7 @@ from dive_d2.inversion import ErrorMapBoxRefinement
 from dive_d2.inversion.box_refinement import support_box
 
 from .test_dive_training import detections_with_and_without, detector_inputs
-from .test_inversion import TINY_INVERSION, detections_of, tiny_model
+from .test_inversion import DETECTOR_PRIOR, TINY_INVERSION, detections_of, tiny_model
 
 
 def blob_map(height=32, width=32, blobs=((10, 16, 8, 14),), value=1.0):
@@ -101,7 +101,7 @@ def test_the_cache_tool_scores_the_cached_detections_and_finishes_them_as_the_de
 
     from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
 
-    model = tiny_model()
+    model = tiny_model(*DETECTOR_PRIOR)
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("tiny")
     config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
     opts = [*TINY_DIVE_OPTS, *TINY_INVERSION, "DATASETS.TEST_LIMIT", "2"]
@@ -200,7 +200,7 @@ def test_the_cache_tool_scores_finished_records_as_they_are_and_refuses_to_finis
 
     from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
 
-    DetectionCheckpointer(tiny_model(), save_dir=str(tmp_path)).save("tiny")
+    DetectionCheckpointer(tiny_model(*DETECTOR_PRIOR), save_dir=str(tmp_path)).save("tiny")
     config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
     opts = [*TINY_DIVE_OPTS, *TINY_INVERSION, "MODEL.DIVE.INVERSION.REFINE_BOXES", "True",
             "MODEL.DIVE.INVERSION.RECLASSIFY_BOXES", "True", "DATASETS.TEST_LIMIT", "2"]

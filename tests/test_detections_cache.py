@@ -15,7 +15,7 @@ from dive_d2.evaluation.detections_cache import (
 )
 
 from .test_dive_training import make_input, mixed_batch, tiny_cfg
-from .test_inversion import TINY_INVERSION, tiny_model
+from .test_inversion import DETECTOR_PRIOR, TINY_INVERSION, tiny_model
 
 
 class CountingModel(torch.nn.Module):
@@ -139,7 +139,7 @@ def saved_detections(output_dir, limit):
 def test_an_interrupted_evaluation_resumes_with_the_same_coco_numbers(tmp_path):
     from detectron2.checkpoint import DetectionCheckpointer
 
-    DetectionCheckpointer(tiny_model(), save_dir=str(tmp_path)).save("tiny")
+    DetectionCheckpointer(tiny_model(*DETECTOR_PRIOR), save_dir=str(tmp_path)).save("tiny")
     weights = tmp_path / "tiny.pth"
 
     uninterrupted = evaluate_tiny_dive(weights, 3, tmp_path / "uninterrupted")
@@ -165,7 +165,7 @@ def test_test_batches_of_several_images_give_the_same_evaluation(tmp_path):
     loader = train_net.Trainer.build_test_loader(cfg, cfg.DATASETS.TEST[0])
     assert [len(batch) for batch in loader] == [2, 1]
 
-    DetectionCheckpointer(tiny_model(), save_dir=str(tmp_path)).save("tiny")
+    DetectionCheckpointer(tiny_model(*DETECTOR_PRIOR), save_dir=str(tmp_path)).save("tiny")
     weights = tmp_path / "tiny.pth"
     one = evaluate_tiny_dive(weights, 3, tmp_path / "one", "TEST.DETECTIONS_CACHE", "", "TEST.IMS_PER_BATCH", "1")
     batched = evaluate_tiny_dive(weights, 3, tmp_path / "batched", "TEST.DETECTIONS_CACHE", "",

@@ -224,6 +224,24 @@ def test_checkpoint_and_diffusers_export_round_trip(tmp_path):
     assert from_diffusers.scheduler.config.num_train_timesteps == 1000
 
 
+def test_weights_that_do_not_fit_the_config_are_refused_for_inference(tmp_path):
+    """DetectionCheckpointer alone would skip the map's output layer with a warning and detect with a random one;
+    the inference loader names the file and the tensor. A file lacking a part (a pair packed without its prior)
+    is refused as well; a file that fits loads."""
+    from dive_d2.loading import load_model
+
+    model = build_model(tiny_cfg("MODEL.DIVE.SPATIAL_MAP.CHANNELS", "4"))
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("four_channels")
+    path = str(tmp_path / "four_channels.pth")
+    assert not load_model(tiny_cfg("MODEL.DIVE.SPATIAL_MAP.CHANNELS", "4"), path).training
+    with pytest.raises(ValueError, match=r"four_channels.pth.*spatial_map.output.weight is \(4, .*\) in the file"):
+        load_model(tiny_cfg("MODEL.DIVE.SPATIAL_MAP.CHANNELS", "3"), path)
+    without_prior = {key: value for key, value in model.state_dict().items() if not key.startswith("prior.")}
+    torch.save({"model": without_prior}, tmp_path / "no_prior.pth")
+    with pytest.raises(ValueError, match=r"no_prior.pth.*prior\..* is not in the file"):
+        load_model(tiny_cfg("MODEL.DIVE.SPATIAL_MAP.CHANNELS", "4"), str(tmp_path / "no_prior.pth"))
+
+
 def test_dropping_fine_corner_frequencies_keeps_the_coarse_corner_map(tmp_path):
     from dive_d2.modeling.layout_encoder import coarse_feature_columns, fourier_features
 

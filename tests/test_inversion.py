@@ -23,6 +23,9 @@ TINY_INVERSION = ("MODEL.DIVE.INVERSION.MAX_STEPS", "6", "MODEL.DIVE.INVERSION.N
                   "MODEL.DIVE.INVERSION.JOINT_LAYOUT_TOP_K", "0",
                   "MODEL.DIVE.INVERSION.CLASS_ALTERNATIVES_FACTOR", "0.0",
                   "MODEL.DIVE.INVERSION.PRIOR_SCORE_WEIGHT", "0.0")
+# The prior configs/shapes/dive.yaml builds (tiny_cfg builds the image config's epsilon prior): a tiny model saved
+# for an evaluation under that config must fit it, or the inference loader refuses the file.
+DETECTOR_PRIOR = ("MODEL.DIVE.PRIOR.PARAMETERISATION", "token_posterior")
 
 
 def tiny_model(*opts):
@@ -353,7 +356,7 @@ def test_eval_only_through_train_net_reports_coco_and_stopping_steps(tmp_path, d
 
     from .helpers import REPO_ROOT, TINY_DIVE_OPTS, load_tool
 
-    model = tiny_model()
+    model = tiny_model(*DETECTOR_PRIOR)
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("tiny")
     config = f"{REPO_ROOT}/configs/shapes/dive.yaml"
     opts = ["--eval-only", "MODEL.WEIGHTS", str(tmp_path / "tiny.pth"), "DATASETS.TEST_LIMIT", "2",

@@ -23,7 +23,7 @@ def test_shipped_faster_rcnn_reaches_its_ap50_floor(benchmark, tmp_path):
     train_net, cfg = setup_cfg(config, "--eval-only", "MODEL.DEVICE", "cpu", "DATASETS.TEST_LIMIT", "50",
                                "MODEL.WEIGHTS", os.path.join(REPO_ROOT, weights), output_dir=str(tmp_path))
     model = train_net.Trainer.build_model(cfg)
-    train_net.DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    train_net.InferenceCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     results = train_net.Trainer.test(cfg, model)
     assert results["bbox"]["AP50"] >= floor, results["bbox"]
 
@@ -70,7 +70,7 @@ def test_shipped_dive_reaches_its_ap50_floor(tmp_path):
                                "MODEL.WEIGHTS", os.path.join(REPO_ROOT, "weights", "shapes", "dive.pth"),
                                output_dir=str(tmp_path))
     model = train_net.Trainer.build_model(cfg)
-    train_net.DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    train_net.InferenceCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     results = train_net.Trainer.test(cfg, model)
     assert results["bbox"]["AP50"] >= 40.0, results["bbox"]
     assert results["inversion"]["mean_stop_step"] <= cfg.MODEL.DIVE.INVERSION.MAX_STEPS

@@ -12,7 +12,6 @@ import logging
 import os
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
@@ -24,6 +23,7 @@ import dive_d2  # noqa: F401  (registers datasets and models)
 from dive_d2 import add_dive_config
 from dive_d2.data import ClassificationMapper, build_train_mapper, prepare_datasets_from_config
 from dive_d2.evaluation import CachedDetector, ClassificationEvaluator, InversionStatsEvaluator
+from dive_d2.loading import InferenceCheckpointer
 from dive_d2.solver import build_optimizer
 
 
@@ -84,7 +84,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        InferenceCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
