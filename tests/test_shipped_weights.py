@@ -29,25 +29,28 @@ def test_shipped_faster_rcnn_reaches_its_ap50_floor(benchmark, tmp_path):
 
 
 DIVE_PAIRS = {
-    # benchmark: (weights, comparisons won on the first 8 val images out of 24, measured with these weights)
-    "shapes": ("weights/shapes/dive.pth", 23),
-    "digits": ("weights/digits/dive.pth", 24),
+    # name: (benchmark, weights, extra config opts, comparisons won on the first 8 val images out of 24, measured)
+    "shapes": ("shapes", "weights/shapes/dive.pth", (), 23),
+    "digits": ("digits", "weights/digits/dive.pth", (), 24),
+    # session 52: p(x|y) trained one hour from scratch with configs/shapes/dive_image_one_hour.yaml, and its prior
+    "shapes_one_hour": ("shapes", "weights/shapes/dive_one_hour.pth", (), 24),
 }
 
 
-@pytest.mark.parametrize("benchmark", sorted(DIVE_PAIRS))
-def test_shipped_dive_pair_prefers_the_true_layout(benchmark):
+@pytest.mark.parametrize("name", sorted(DIVE_PAIRS))
+def test_shipped_dive_pair_prefers_the_true_layout(name):
     """On the first 8 val images, the true layout's denoising error (48 fixed pairs) beats a moved box
     (10 px), a changed class and a dropped object. Measured with the shipped weights: shapes 23 of 24
     comparisons (moved 8, class 7, dropped 8), digits 24 (session 37's pair, whose p(x|y) trained 3000 iterations
-    longer hears position: session 32's pair won 18, moved 2; session 5's 21, moved 5); the floor allows 2 fewer."""
+    longer hears position: session 32's pair won 18, moved 2; session 5's 21, moved 5), the one-hour shapes pair
+    24; the floor allows 2 fewer."""
     from detectron2.data import DatasetCatalog
 
     from dive_d2.evaluation import fixed_pairs, rank_record
     from dive_d2.loading import load_config, load_model
 
-    weights, measured_wins = DIVE_PAIRS[benchmark]
-    cfg = load_config(os.path.join(REPO_ROOT, "configs", benchmark, "dive.yaml"), ["MODEL.DEVICE", "cpu"])
+    benchmark, weights, opts, measured_wins = DIVE_PAIRS[name]
+    cfg = load_config(os.path.join(REPO_ROOT, "configs", benchmark, "dive.yaml"), ["MODEL.DEVICE", "cpu", *opts])
     model = load_model(cfg, os.path.join(REPO_ROOT, weights))
     timesteps, noise = fixed_pairs(48, (3, 32, 32), 1000, seed=0)
     wins = sum(won for record in DatasetCatalog.get(f"dive_{benchmark}_val")[:8]
@@ -77,21 +80,25 @@ def test_shipped_dive_reaches_its_ap50_floor(tmp_path):
 
 
 SHIPPED_PRIORS = {
-    # benchmark: (mean objects per layout in 64 samples measured with the shipped prior, training layouts' mean)
-    "shapes": (2.69, 2.49),
-    "digits": (2.03, 1.99),
+    # name: (benchmark, weights, extra config opts, mean objects per layout in 64 samples measured with that prior,
+    # training layouts' mean)
+    "shapes": ("shapes", "weights/shapes/dive.pth", (), 2.69, 2.49),
+    "digits": ("digits", "weights/digits/dive.pth", (), 2.03, 1.99),
+    "shapes_one_hour": ("shapes", "weights/shapes/dive_one_hour.pth", (), 2.81, 2.49),
 }
 
 
-@pytest.mark.parametrize("benchmark", sorted(SHIPPED_PRIORS))
-def test_shipped_prior_knows_layouts(benchmark):
-    """The shipped token-posterior priors (session 39) know more than each position alone: on 128 noised training
-    layouts at t 400 and 550 their epsilon error is under 0.6 of the per-position posterior's and they recover
-    the boxes better (object IoU, by more than 0.08), and 64 samples (DDIM 50, seed 0) hold about as many objects
-    as the training layouts (within 0.5). Measured on 512 layouts: shapes 0.37 and 0.36 of the posterior's error,
-    object IoU 0.634 against 0.479 and 0.300 against 0.107 (digits: docs/generative_pair.md). The epsilon priors
-    shipped until session 38 fail all three (shapes: 0.72 of the posterior's error at t 400, object IoU 0.498
-    against 0.479, 1.04 objects per sample)."""
+@pytest.mark.parametrize("name", sorted(SHIPPED_PRIORS))
+def test_shipped_prior_knows_layouts(name):
+    """The shipped token-posterior priors (session 39; the one-hour shapes pair's of session 52) know more than
+    each position alone: on 128 noised training layouts at t 400 and 550 their epsilon error is under 0.6 of the
+    per-position posterior's and they recover the boxes better (object IoU, by more than 0.08), and 64 samples
+    (DDIM 50, seed 0) hold about as many objects as the training layouts (within 0.5). Measured on 512 layouts:
+    shapes 0.37 and 0.36 of the posterior's error, object IoU 0.634 against 0.479 and 0.300 against 0.107 (digits:
+    docs/generative_pair.md). The epsilon priors shipped until session 38 fail all three (shapes: 0.72 of the
+    posterior's error at t 400, object IoU 0.498 against 0.479, 1.04 objects per sample). The one-hour shapes prior,
+    on these 128 layouts: 0.39 and 0.38 of the posterior's error, object IoU 0.667 against 0.525 and 0.310 against
+    0.126, 2.81 objects per sample."""
     from detectron2.data import DatasetCatalog
 
     from dive_d2.data import ground_truth_layout
@@ -99,9 +106,9 @@ def test_shipped_prior_knows_layouts(benchmark):
     from dive_d2.loading import load_config, load_model
     from dive_d2.sampling import sample_layouts
 
-    measured_objects, training_objects = SHIPPED_PRIORS[benchmark]
-    cfg = load_config(os.path.join(REPO_ROOT, "configs", benchmark, "dive.yaml"), ["MODEL.DEVICE", "cpu"])
-    model = load_model(cfg, os.path.join(REPO_ROOT, "weights", benchmark, "dive.pth"))
+    benchmark, weights, opts, measured_objects, training_objects = SHIPPED_PRIORS[name]
+    cfg = load_config(os.path.join(REPO_ROOT, "configs", benchmark, "dive.yaml"), ["MODEL.DEVICE", "cpu", *opts])
+    model = load_model(cfg, os.path.join(REPO_ROOT, weights))
     tokenizer = model.tokenizer
     records = DatasetCatalog.get(f"dive_{benchmark}_train")[:128]
     tokens = torch.stack([tokenizer.encode(*ground_truth_layout(r), r["height"], r["width"]) for r in records])
