@@ -28,16 +28,27 @@ def test_shipped_faster_rcnn_reaches_its_ap50_floor(benchmark, tmp_path):
     assert results["bbox"]["AP50"] >= floor, results["bbox"]
 
 
-DIVE_PAIRS = {
-    # name: (benchmark, detection config under configs/<benchmark>/, weights, comparisons won on the first 8 val
-    # images out of 24, measured)
-    "shapes": ("shapes", "dive.yaml", "weights/shapes/dive.pth", 23),
-    "digits": ("digits", "dive.yaml", "weights/digits/dive.pth", 24),
+SHIPPED_DIVE_MODELS = {
+    # name: (benchmark, detection config under configs/<benchmark>/, weights)
+    "shapes": ("shapes", "dive.yaml", "weights/shapes/dive.pth"),
+    "digits": ("digits", "dive.yaml", "weights/digits/dive.pth"),
     # session 52: p(x|y) trained one hour from scratch with configs/shapes/dive_image_one_hour.yaml, and its prior
-    "shapes_one_hour": ("shapes", "dive.yaml", "weights/shapes/dive_one_hour.pth", 24),
+    "shapes_one_hour": ("shapes", "dive.yaml", "weights/shapes/dive_one_hour.pth"),
     # session 53: the same with configs/digits/dive_image_one_hour.yaml, and its prior
-    "digits_one_hour": ("digits", "dive_one_hour.yaml", "weights/digits/dive_one_hour.pth", 24),
+    "digits_one_hour": ("digits", "dive_one_hour.yaml", "weights/digits/dive_one_hour.pth"),
 }
+
+# name: comparisons won on the first 8 val images out of 24, measured
+DIVE_PAIRS = {"shapes": 23, "digits": 24, "shapes_one_hour": 24, "digits_one_hour": 24}
+
+
+def load_shipped_dive(name: str):
+    """(benchmark, model) of a shipped DIVE file, loaded on the CPU with its detection config."""
+    from dive_d2.loading import load_config, load_model
+
+    benchmark, config, weights = SHIPPED_DIVE_MODELS[name]
+    cfg = load_config(os.path.join(REPO_ROOT, "configs", benchmark, config), ["MODEL.DEVICE", "cpu"])
+    return benchmark, load_model(cfg, os.path.join(REPO_ROOT, weights))
 
 
 @pytest.mark.parametrize("name", sorted(DIVE_PAIRS))
@@ -50,11 +61,9 @@ def test_shipped_dive_pair_prefers_the_true_layout(name):
     from detectron2.data import DatasetCatalog
 
     from dive_d2.evaluation import fixed_pairs, rank_record
-    from dive_d2.loading import load_config, load_model
 
-    benchmark, config, weights, measured_wins = DIVE_PAIRS[name]
-    cfg = load_config(os.path.join(REPO_ROOT, "configs", benchmark, config), ["MODEL.DEVICE", "cpu"])
-    model = load_model(cfg, os.path.join(REPO_ROOT, weights))
+    measured_wins = DIVE_PAIRS[name]
+    benchmark, model = load_shipped_dive(name)
     timesteps, noise = fixed_pairs(48, (3, 32, 32), 1000, seed=0)
     wins = sum(won for record in DatasetCatalog.get(f"dive_{benchmark}_val")[:8]
                for won in rank_record(model, record, timesteps, noise).values())
@@ -82,14 +91,9 @@ def test_shipped_dive_reaches_its_ap50_floor(tmp_path):
     assert results["inversion"]["mean_stop_step"] <= cfg.MODEL.DIVE.INVERSION.MAX_STEPS
 
 
-SHIPPED_PRIORS = {
-    # name: (benchmark, detection config under configs/<benchmark>/, weights, mean objects per layout in 64 samples
-    # measured with that prior, training layouts' mean)
-    "shapes": ("shapes", "dive.yaml", "weights/shapes/dive.pth", 2.69, 2.49),
-    "digits": ("digits", "dive.yaml", "weights/digits/dive.pth", 2.03, 1.99),
-    "shapes_one_hour": ("shapes", "dive.yaml", "weights/shapes/dive_one_hour.pth", 2.81, 2.49),
-    "digits_one_hour": ("digits", "dive_one_hour.yaml", "weights/digits/dive_one_hour.pth", 1.97, 1.99),
-}
+# name: mean objects per layout in 64 samples measured with that prior, training layouts' mean
+SHIPPED_PRIORS = {"shapes": (2.69, 2.49), "digits": (2.03, 1.99), "shapes_one_hour": (2.81, 2.49),
+                  "digits_one_hour": (1.97, 1.99)}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED_PRIORS))
@@ -108,12 +112,10 @@ def test_shipped_prior_knows_layouts(name):
 
     from dive_d2.data import ground_truth_layout
     from dive_d2.evaluation import prior_token_recovery
-    from dive_d2.loading import load_config, load_model
     from dive_d2.sampling import sample_layouts
 
-    benchmark, config, weights, measured_objects, training_objects = SHIPPED_PRIORS[name]
-    cfg = load_config(os.path.join(REPO_ROOT, "configs", benchmark, config), ["MODEL.DEVICE", "cpu"])
-    model = load_model(cfg, os.path.join(REPO_ROOT, weights))
+    measured_objects, training_objects = SHIPPED_PRIORS[name]
+    benchmark, model = load_shipped_dive(name)
     tokenizer = model.tokenizer
     records = DatasetCatalog.get(f"dive_{benchmark}_train")[:128]
     tokens = torch.stack([tokenizer.encode(*ground_truth_layout(r), r["height"], r["width"]) for r in records])
